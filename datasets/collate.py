@@ -1,0 +1,147 @@
+"""Collation: processed samples -> a model batch, padded or packed.
+
+Shapes: B rows, L row length, I_img images, I_aud clips, S longest clip in samples.
+
+Batch keys: ``input_ids``, ``labels``, ``position_ids`` (B, L); ``attention_mask`` (B, L) 1 for
+real tokens (padded batches); ``sequence_ids`` (B, L) the index of the sample each position
+belongs to, -1 on padding (packed batches: the model turns it into a block-diagonal causal
+mask, so packed samples never attend to each other); ``pixel_values`` (I_img, 3, H, W);
+``audio_values`` (I_aud, S) and ``audio_lengths`` (I_aud,); ``padding_fraction``;
+``num_targets``; ``meta`` (list of dicts). Media are ordered as their pad tokens appear
+row by row, the order in which the model scatters them.
+
+Padding is on the right for training and on the left for generation. Packing puts several
+samples in one row up to ``max_len`` (first fit, in the given order); position ids restart
+per sample and the first label of every sample is -100, so a packed batch has exactly the
+targets (and loss) of the same samples padded one per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+IGNORE = -100
+
+
+def _media(rows: list[list[Any]]) -> dict[str, Any]:
+    images = [img for row in rows for enc in row for img in enc.images]
+    audios = [a for row in rows for enc in row for a in enc.audios]
+    out: dict[str, Any] = {"pixel_values": torch.stack(images) if images else None,
+                           "audio_values": None, "audio_lengths": None}
+    if audios:
+        lengths = torch.tensor([a.numel() for a in audios], dtype=torch.long)
+        values = torch.zeros(len(audios), int(lengths.max()))  # (I_aud, S)
+        for i, a in enumerate(audios):
+            values[i, : a.numel()] = a
+        out["audio_values"], out["audio_lengths"] = values, lengths
+    return out
+
+
+def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] = "right",
+            pad_to_multiple_of: int = 1) -> dict[str, Any]:
+    """Pad one sample per row.
+
+    Args:
+        encoded: :class:`mmgpt.processor.Encoded` samples.
+        pad_id: the tokenizer's pad id.
+        padding_side: ``right`` for training, ``left`` for generation.
+        pad_to_multiple_of: round the row length up (kernels like multiples of 8).
+    """
+    lengths = [len(e) for e in encoded]
+    L = max(lengths)
+    L = -(-L // pad_to_multiple_of) * pad_to_multiple_of
+    B = len(encoded)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    labels = torch.full((B, L), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros(B, L, dtype=torch.long)
+    position_ids = torch.zeros(B, L, dtype=torch.long)
+    for i, (e, n) in enumerate(zip(encoded, lengths)):
+        sl = slice(L - n, L) if padding_side == "left" else slice(0, n)
+        input_ids[i, sl] = e.input_ids
+        labels[i, sl] = e.labels
+        labels[i, sl.start] = IGNORE  # nothing predicts the first token
+        attention_mask[i, sl] = 1
+        position_ids[i, sl] = torch.arange(n)
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+             "position_ids": position_ids, **_media([[e] for e in encoded])}
+    batch["padding_fraction"] = 1.0 - sum(lengths) / (B * L)
+    batch["num_targets"] = int((labels[:, 1:] != IGNORE).sum())
+    batch["meta"] = [e.meta for e in encoded]
+    return batch
+
+
+def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
+    """Assign samples (by length) to rows of at most ``max_len`` tokens, first fit in order.
+
+    Returns:
+        lists of sample indices, one list per row, samples in their original order.
+
+    Raises:
+        ValueError: a sample is longer than ``max_len``.
+    """
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i, n in enumerate(lengths):
+        if n > max_len:
+            raise ValueError(f"sample {i} has {n} tokens, more than the packing length {max_len}")
+        for r, space in enumerate(free):
+            if n <= space:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(max_len - n)
+    return rows
+
+
+def collate_packed(encoded: list, pad_id: int, max_len: int) -> dict[str, Any]:
+    """Pack samples into rows of ``max_len`` tokens with per-sample positions and sequence ids."""
+    rows = [[encoded[i] for i in row] for row in pack_rows([len(e) for e in encoded], max_len)]
+    B, L = len(rows), max(sum(len(e) for e in row) for row in rows)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    labels = torch.full((B, L), IGNORE, dtype=torch.long)
+    position_ids = torch.zeros(B, L, dtype=torch.long)
+    sequence_ids = torch.full((B, L), -1, dtype=torch.long)
+    attention_mask = torch.zeros(B, L, dtype=torch.long)
+    seq = 0
+    for r, row in enumerate(rows):
+        start = 0
+        for e in row:
+            n = len(e)
+            input_ids[r, start : start + n] = e.input_ids
+            labels[r, start : start + n] = e.labels
+            labels[r, start] = IGNORE  # the previous sample's last token must not predict this one
+            position_ids[r, start : start + n] = torch.arange(n)
+            sequence_ids[r, start : start + n] = seq
+            attention_mask[r, start : start + n] = 1
+            seq += 1
+            start += n
+    batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+             "sequence_ids": sequence_ids, "attention_mask": attention_mask, **_media(rows)}
+    real = int(attention_mask.sum())
+    batch["padding_fraction"] = 1.0 - real / (B * L)
+    batch["num_targets"] = int((labels[:, 1:] != IGNORE).sum())
+    batch["meta"] = [e.meta for row in rows for e in row]
+    return batch
+
+
+def block_causal_mask(sequence_ids: torch.Tensor, boolean: bool = True,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, L) sequence ids -> (B, 1, L, L) causal mask that never crosses samples.
+
+    ``boolean`` gives True where attention is allowed (SDPA's format); otherwise an additive
+    mask of 0 and the dtype's minimum (eager attention). Padding (-1) attends causally to
+    padding only, so no row is empty.
+    """
+    L = sequence_ids.shape[1]
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]  # (B, L, L)
+    causal = torch.ones(L, L, dtype=torch.bool, device=sequence_ids.device).tril()
+    allowed = (same & causal)[:, None]  # (B, 1, L, L)
+    if boolean:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=sequence_ids.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )

@@ -1,0 +1,195 @@
+"""Processor: one Sample (or chat messages) -> token ids, labels and decoded media tensors.
+
+Layout of a chat (ChatML, as the tokenizer's chat template renders it)::
+
+    [bos] <|im_start|>user\\n <|image_start|> N x <|image_pad|> <|image_end|> How many?<|im_end|>\\n
+          <|im_start|>assistant\\n three<|im_end|>\\n
+
+and of a document: ``[bos] text <|audio_start|> N x <|audio_pad|> <|audio_end|> text <|endoftext|>``.
+
+Labels are the ids of trained tokens and -100 elsewhere: in a chat only assistant content and
+its ``<|im_end|>`` are trained; in a document all text and the final ``<|endoftext|>``; media
+spans never. N per item comes from the encoder + adapter (image size; clip length).
+
+A sequence longer than ``max_length`` loses text tokens from the left; media spans and chat
+markers are kept whole. If those alone do not fit, :class:`ContextOverflowError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmgpt.adapters import adapter_tokens
+from mmgpt.config import MMGPTConfig
+from mmgpt.datasets.media import load_audio, load_image
+from mmgpt.datasets.schema import Sample
+from mmgpt.encoders.audio import encoder_frames
+from mmgpt.errors import ContextOverflowError, DataError
+from mmgpt.tokenizer import EOS, IM_END, IM_START, MEDIA_TOKENS, encode_text, special_ids
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+CAPTION_PROMPTS = {"image": "Describe the image.", "audio": "Describe the sound."}
+
+
+@dataclass
+class Encoded:
+    """One processed sample. ``images``: (3, H, W) tensors; ``audios``: (S,) float32 at 16 kHz."""
+
+    input_ids: torch.Tensor  # (T,) long
+    labels: torch.Tensor  # (T,) long, -100 where not trained
+    images: list[torch.Tensor] = field(default_factory=list)
+    audios: list[torch.Tensor] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+    trimmed: int = 0  # text tokens dropped from the left to fit max_length
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    def __len__(self) -> int:
+        return int(self.input_ids.numel())
+
+
+class Processor:
+    """Turns samples into model inputs for one model's tokenizer, encoders and adapters.
+
+    Args:
+        tokenizer: a tokenizer with mmgpt's special tokens (:mod:`mmgpt.tokenizer`).
+        config: the model config (context length, audio window, adapter settings).
+        image_transform: PIL image -> (3, H, W) tensor (the vision encoder's transform).
+        image_patches: encoder tokens per image before the adapter.
+        max_image_pixels: decoded-size cap checked before decoding an image.
+        max_audio_seconds: longest clip accepted (longer clips raise); None = no cap.
+    """
+
+    def __init__(
+        self, tokenizer, config: MMGPTConfig, image_transform=None, image_patches: int | None = None,
+        max_image_pixels: int = 64_000_000, max_audio_seconds: float | None = 600.0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.image_transform = image_transform
+        self.image_patches = image_patches
+        self.max_image_pixels = max_image_pixels
+        self.max_audio_seconds = max_audio_seconds
+        self.ids = special_ids(tokenizer)
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self._newline = encode_text(tokenizer, "\n")
+        self.audio_window = None
+        if config.audio is not None:
+            mp = (config.audio.hf_config or {}).get("max_source_positions", config.audio.max_source_positions)
+            self.audio_window = 2 * mp
+
+    # ------------------------------------------------------------------ token counts
+    def num_media_tokens(self, modality: str, num_samples: int | None = None) -> int:
+        """Decoder tokens (N) for one image, or one clip of ``num_samples`` samples."""
+        cfg = self.config.adapters[modality]
+        if modality == "image":
+            return adapter_tokens(cfg, self.image_patches)
+        return adapter_tokens(cfg, encoder_frames(num_samples, self.audio_window))
+
+    # ------------------------------------------------------------------ encoding
+    def __call__(self, sample: Sample | list[dict], *, add_generation_prompt: bool = False,
+                 max_length: int | None = None) -> Encoded:
+        """Encode a :class:`Sample` or chat messages (transformers content-list format).
+
+        Args:
+            sample: the sample, or ``[{"role": ..., "content": ...}]`` messages.
+            add_generation_prompt: end with ``<|im_start|>assistant\\n`` (for generation).
+            max_length: context budget; default the model's ``max_length``.
+
+        Raises:
+            InvalidMediaError: an image or clip cannot be decoded.
+            DataError: the sample is malformed or a modality is not in this model.
+            ContextOverflowError: the media and markers alone exceed ``max_length``.
+        """
+        if not isinstance(sample, Sample):
+            sample = Sample.from_messages(sample)
+        pieces: list[tuple[list[int], list[int], bool]] = []  # (ids, labels, trimmable)
+        images: list[torch.Tensor] = []
+        audios: list[torch.Tensor] = []
+
+        def add(ids: list[int], train: bool, trimmable: bool) -> None:
+            if ids:
+                pieces.append((ids, list(ids) if train else [IGNORE] * len(ids), trimmable))
+
+        if self.bos:
+            add(self.bos, False, False)
+        for turn in sample.turns:
+            chat = turn.role is not None
+            train = turn.role == "assistant" if chat else True
+            if chat:
+                add([self.ids[IM_START]], False, False)
+                add(encode_text(self.tokenizer, turn.role) + self._newline, False, False)
+            for seg in turn.segments:
+                if seg.type == "text":
+                    add(encode_text(self.tokenizer, seg.text), train, True)
+                else:
+                    n = self._add_media(seg, sample.source, images, audios)
+                    start, pad, end = MEDIA_TOKENS[seg.type]
+                    add([self.ids[start]] + [self.ids[pad]] * n + [self.ids[end]], False, False)
+            if chat:
+                add([self.ids[IM_END]], train, False)
+                add(self._newline, False, False)
+        if not sample.is_chat:
+            add([self.ids[EOS]], True, False)
+        if add_generation_prompt:
+            add([self.ids[IM_START]], False, False)
+            add(encode_text(self.tokenizer, "assistant") + self._newline, False, False)
+
+        budget = max_length or self.config.max_length
+        trimmed = _trim_left(pieces, budget, sample.source)
+        ids = [i for p in pieces for i in p[0]]
+        labels = [label for p in pieces for label in p[1]]
+        return Encoded(
+            torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long),
+            images, audios, dict(sample.meta), sample.source, trimmed,
+        )
+
+    def _add_media(self, seg, source: str, images: list, audios: list) -> int:
+        if seg.type == "image":
+            if self.config.vision is None or self.image_transform is None:
+                raise DataError(f"{source}: the sample has an image but this model has no vision encoder")
+            img = load_image(seg.media, max_pixels=self.max_image_pixels)
+            images.append(self.image_transform(img))
+            return self.num_media_tokens("image")
+        if self.config.audio is None:
+            raise DataError(f"{source}: the sample has audio but this model has no audio encoder")
+        wav = load_audio(seg.media, max_seconds=self.max_audio_seconds)
+        audios.append(torch.from_numpy(wav))
+        return self.num_media_tokens("audio", len(wav))
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _trim_left(pieces: list[tuple[list[int], list[int], bool]], budget: int, source: str) -> int:
+    """Drop text tokens from the left of trimmable pieces until the sequence fits ``budget``."""
+    total = sum(len(p[0]) for p in pieces)
+    over = total - budget
+    if over <= 0:
+        return 0
+    fixed = sum(len(p[0]) for p in pieces if not p[2])
+    if fixed > budget:
+        raise ContextOverflowError(
+            f"{source}: media and chat markers need {fixed} tokens but the context holds {budget}; "
+            "use fewer or shorter media items, or a model with a longer context"
+        )
+    dropped = 0
+    for k, (ids, labels, trimmable) in enumerate(pieces):
+        if over <= 0:
+            break
+        if trimmable and ids:
+            cut = min(over, len(ids))
+            pieces[k] = (ids[cut:], labels[cut:], trimmable)
+            over -= cut
+            dropped += cut
+    log.warning("%s: %d tokens exceed the context of %d; dropped %d text tokens from the left",
+                source, total - budget, budget, dropped)
+    return dropped
