@@ -1,0 +1,40 @@
+"""Shared fixtures: the tiny model preset and small media made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "configs" / "model" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from mmgpt.config import MMGPTConfig
+
+    return MMGPTConfig.from_yaml(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
+    """A random-init tiny model in eval mode (do not train it in place: session-scoped)."""
+    from mmgpt.model import MMGPT
+
+    torch.manual_seed(0)
+    return MMGPT(tiny_config).eval()
+
+
+def make_image(seed: int = 0, size: int = 40) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def make_wave(seconds: float, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)

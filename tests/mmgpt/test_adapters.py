@@ -1,0 +1,81 @@
+"""Adapters: output shapes and token counts, and the reducers' exact rearrangements."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmgpt.adapters import Adapter, adapter_tokens, frame_stack, pixel_shuffle
+from mmgpt.config import AdapterConfig
+from mmgpt.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("cfg", "modality", "n_in", "n_out"),
+    [
+        (AdapterConfig(type="linear"), "image", 16, 16),
+        (AdapterConfig(type="mlp", num_layers=3), "image", 16, 16),
+        (AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2), "image", 16, 4),
+        (AdapterConfig(type="linear", reducer="pixel_shuffle", factor=4), "image", 64, 4),
+        (AdapterConfig(type="mlp", reducer="frame_stack", factor=3), "audio", 10, 4),
+        (AdapterConfig(type="resampler", num_queries=5, resampler_heads=2), "image", 16, 5),
+        (AdapterConfig(type="resampler", num_queries=7, reducer="frame_stack", factor=2, resampler_heads=2), "audio", 9, 7),
+    ],
+)
+def test_adapter_shapes_and_token_counts(cfg, modality, n_in, n_out):
+    torch.manual_seed(0)
+    ad = Adapter(cfg, in_dim=12, out_dim=8, modality=modality)
+    out, lengths = ad(torch.randn(3, n_in, 12))
+    assert out.shape == (3, n_out, 8)
+    assert lengths.tolist() == [n_out] * 3
+    assert ad.num_tokens(n_in) == adapter_tokens(cfg, n_in) == n_out
+    assert torch.isfinite(out).all()
+
+
+def test_mlp_layers_and_activation():
+    ad = Adapter(AdapterConfig(type="mlp", num_layers=2, hidden_dim=20), 12, 8, "image")
+    kinds = [type(m).__name__ for m in ad.proj.net]
+    assert kinds == ["Linear", "GELU", "Linear"]
+    assert ad.proj.net[0].out_features == 20
+
+
+def test_pixel_shuffle_merges_square_blocks():
+    # 4x4 grid of patches whose feature is its (row, col); r=2 groups 2x2 blocks.
+    grid = torch.tensor([[r, c] for r in range(4) for c in range(4)], dtype=torch.float)[None]  # (1, 16, 2)
+    out = pixel_shuffle(grid, 2)  # (1, 4, 8)
+    assert out.shape == (1, 4, 8)
+    first = out[0, 0].reshape(4, 2).tolist()  # block at top-left: patches (0,0) (0,1) (1,0) (1,1)
+    assert first == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    last = out[0, 3].reshape(4, 2).tolist()
+    assert last == [[2, 2], [2, 3], [3, 2], [3, 3]]
+
+
+def test_pixel_shuffle_rejects_bad_grid():
+    with pytest.raises(ConfigError, match="pixel_shuffle factor 3"):
+        adapter_tokens(AdapterConfig(reducer="pixel_shuffle", factor=3), 16)
+
+
+def test_frame_stack_values_and_padding():
+    x = torch.arange(1, 6, dtype=torch.float)[None, :, None].repeat(2, 1, 1)  # (2, 5, 1): frames 1..5
+    out, lengths = frame_stack(x, 2, torch.tensor([5, 3]))
+    assert out.shape == (2, 3, 2)
+    assert out[0].tolist() == [[1, 2], [3, 4], [5, 0]]
+    assert out[1].tolist() == [[1, 2], [3, 0], [0, 0]]  # frames past length 3 are zeroed
+    assert lengths.tolist() == [3, 2]
+
+
+def test_reducer_modality_checks():
+    with pytest.raises(ConfigError, match="pixel_shuffle works on image"):
+        Adapter(AdapterConfig(reducer="pixel_shuffle"), 8, 8, "audio")
+    with pytest.raises(ConfigError, match="frame_stack works on audio"):
+        Adapter(AdapterConfig(reducer="frame_stack"), 8, 8, "image")
+
+
+def test_resampler_ignores_padding():
+    torch.manual_seed(0)
+    ad = Adapter(AdapterConfig(type="resampler", num_queries=4, resampler_heads=2), 6, 8, "audio").eval()
+    x = torch.randn(1, 5, 6)
+    alone, _ = ad(x, torch.tensor([5]))
+    padded = torch.cat([x, torch.randn(1, 3, 6) * 100], dim=1)  # garbage in padding
+    batched, _ = ad(padded, torch.tensor([5]))
+    torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-5)
