@@ -155,8 +155,8 @@ def parts_to_segments(content: list | str, base_dir: str | Path | None = None) -
             media = next((part[k] for k in (kind, "path", "url") if part.get(k) is not None), None)
             if media is None:
                 raise DataError(f"part {j}: {kind} part needs '{kind}' or 'path'")
-            if isinstance(media, str) and base_dir is not None and not Path(media).is_absolute():
-                media = Path(base_dir) / media
+            if isinstance(media, str) and base_dir is not None and "://" not in media:
+                media = Path(base_dir) / media  # absolute paths stay as they are under the join
             segments.append(Segment(kind, media=media))
         else:
             raise DataError(f"part {j}: unknown type {kind!r}")

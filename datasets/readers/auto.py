@@ -1,0 +1,93 @@
+"""One entry point for every format: pick the reader from the file extension and content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmgpt.datasets.readers.audio_captions import AudioCaptionsReader
+from mmgpt.datasets.readers.base import Reader, expand_paths, load_json
+from mmgpt.datasets.readers.coco import CocoCaptionsReader
+from mmgpt.datasets.readers.jsonl import JsonlReader
+from mmgpt.datasets.readers.llava import LlavaReader
+from mmgpt.datasets.readers.webdataset import WebDatasetReader
+from mmgpt.errors import DataError
+
+READERS: dict[str, type[Reader]] = {
+    "jsonl": JsonlReader,
+    "llava": LlavaReader,
+    "coco": CocoCaptionsReader,
+    "audio_captions": AudioCaptionsReader,
+    "webdataset": WebDatasetReader,
+}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+SNIFF_CHARS = 1 << 20  # a LLaVA list shows "conversations" within its first row
+
+
+def _json_format(path: Path) -> str:
+    """``"llava"`` or ``"coco"`` from a ``.json`` file's content."""
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(SNIFF_CHARS)
+    start = head.lstrip()[:1]
+    if start == "[":
+        if '"conversations"' in head:
+            return "llava"
+    elif start == "{":
+        data = load_json(path)  # COCO's keys may come after megabytes of "images"
+        if isinstance(data, dict) and "images" in data and "annotations" in data:
+            return "coco"
+    raise DataError(
+        f"{path}: unknown JSON dataset (expected a LLaVA list of rows with 'conversations', "
+        "or a COCO object with 'images' and 'annotations'); pass format="
+    )
+
+
+def detect_format(path: Path) -> str:
+    """The reader name for one file: by extension, and for ``.json`` by content.
+
+    ``.jsonl`` -> ``"jsonl"``; ``.csv`` -> ``"audio_captions"``; ``.tar`` (optionally
+    compressed) -> ``"webdataset"``; ``.json`` holding a list whose rows have
+    ``conversations`` -> ``"llava"``, an object with ``images`` and ``annotations`` -> ``"coco"``.
+
+    Raises:
+        DataError: the extension or the JSON content matches no format.
+    """
+    name = path.name.lower()
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "audio_captions"
+    if name.endswith(TAR_SUFFIXES):
+        return "webdataset"
+    if name.endswith(".json"):
+        return _json_format(path)
+    raise DataError(f"{path}: unknown dataset format (extension not .jsonl, .json, .csv or .tar)")
+
+
+def read_samples(path: str | Path, format: str = "auto", **kwargs: Any) -> Reader:
+    """Open any supported dataset file (or glob of files) with the right reader.
+
+    Args:
+        path: a file or a glob; with ``format="auto"`` every matched file must have the
+            same format.
+        format: ``"auto"``, or one of ``"jsonl"``, ``"llava"``, ``"coco"``,
+            ``"audio_captions"``, ``"webdataset"``.
+        **kwargs: passed to the reader (``on_error=``, ``image_folder=``, ``mode=``...).
+
+    Returns:
+        The reader (an iterable of samples with ``.stats``, ``.skipped`` and ``.errors``).
+
+    Raises:
+        DataError: the path or glob names no file, ``format`` is unknown, the format cannot be
+            detected, or the matched files have different formats.
+        TypeError: a keyword argument the chosen reader does not take.
+    """
+    if format == "auto":
+        formats = {p: detect_format(p) for p in expand_paths(path)}
+        found = sorted(set(formats.values()))
+        if len(found) > 1:
+            raise DataError(f"{path}: the matched files have different formats ({', '.join(found)})")
+        format = found[0]
+    if format not in READERS:
+        raise DataError(f"unknown dataset format {format!r} (expected auto, {', '.join(READERS)})")
+    return READERS[format](path, **kwargs)

@@ -1,0 +1,189 @@
+"""What every dataset reader shares: path and glob expansion, the error policy, read statistics.
+
+A reader is an iterable over :class:`~mmgpt.datasets.schema.Sample` objects. Iterating it
+opens its files one after another and yields samples lazily; iterating it again starts a
+fresh pass. Each format subclasses :class:`Reader` and implements ``_read_file``, a generator
+that yields a ``Sample`` for every good row and a :class:`DataError` (yielded, not raised)
+for every bad one, so that :meth:`Reader.__iter__` applies one policy to all formats:
+
+* ``on_error="raise"`` (default): the first bad row raises its ``DataError``.
+* ``on_error="skip"``: bad rows are skipped, logged (the first 100) and counted in
+  :attr:`Reader.stats` (a :class:`ReadStats`), also reachable as ``reader.skipped`` and
+  ``reader.errors``.
+
+An error that spoils a whole file (invalid JSON, a CSV header without a caption column, a
+corrupt tar) is one bad "row" too: with ``"skip"`` the rest of that file is skipped and
+counted once. A path that does not exist or a glob that matches nothing always raises, when
+the reader is built.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mmgpt.datasets.schema import Sample
+from mmgpt.errors import ConfigError, DataError
+
+logger = logging.getLogger("mmgpt.datasets.readers")
+
+OnError = Literal["raise", "skip"]
+MAX_ERRORS = 100  # error messages kept in ReadStats.errors (the count goes on)
+
+
+@dataclass
+class ReadStats:
+    """Counts of the latest pass over a reader.
+
+    Attributes:
+        samples: samples yielded so far.
+        skipped: bad rows skipped (only with ``on_error="skip"``).
+        errors: messages of the first :data:`MAX_ERRORS` skipped rows, each naming file and row.
+    """
+
+    samples: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, error: DataError) -> None:
+        """Count one skipped row and keep its message while fewer than MAX_ERRORS are kept."""
+        self.skipped += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(str(error))
+
+
+def expand_paths(path: str | Path) -> list[Path]:
+    """Turn a file path or a glob into a sorted list of files.
+
+    Args:
+        path: a file, or a pattern with ``*``, ``?`` or ``[`` (``**`` recurses).
+
+    Returns:
+        The existing file itself, or the files the glob matches, sorted by name.
+
+    Raises:
+        DataError: the file does not exist, is a directory, or the glob matches no file.
+    """
+    text = str(path)
+    literal = Path(text)
+    if literal.is_file():
+        return [literal]
+    if literal.is_dir():
+        raise DataError(f"{text} is a directory; pass a file or a glob such as {text}/*.jsonl")
+    if any(c in text for c in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise DataError(f"glob {text!r} matches no file")
+        return matches
+    raise DataError(f"{text}: no such file")
+
+
+def located(where: str, error: DataError) -> DataError:
+    """Prefix ``error``'s message with the row location, unless it already starts with it."""
+    message = str(error)
+    return error if message.startswith(where) else DataError(f"{where}: {message}")
+
+
+def resolve_media_path(ref: str | Path, base_dir: Path) -> Path | str:
+    """Resolve a media reference against ``base_dir``; URLs (``scheme://...``) stay strings.
+
+    Absolute paths are kept as they are (``base_dir / absolute`` is the absolute path).
+    """
+    if isinstance(ref, str) and "://" in ref:
+        return ref
+    return base_dir / ref
+
+
+def load_json(path: Path) -> Any:
+    """Load a whole JSON file (UTF-8, a byte-order mark allowed).
+
+    Raises:
+        DataError: the file is not valid JSON; the message gives the line and column.
+    """
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+class Reader:
+    """Base of the format readers: an iterable of samples with an error policy and stats.
+
+    Args:
+        path: a data file or a glob of data files (read in sorted order).
+        on_error: ``"raise"`` on the first bad row, or ``"skip"`` it and count it.
+
+    Attributes:
+        paths: the files this reader reads, in order.
+        on_error: the error policy.
+        stats: a :class:`ReadStats` of the latest (or current) pass.
+
+    Raises:
+        DataError: the path does not exist or the glob matches nothing.
+        ConfigError: ``on_error`` is not ``"raise"`` or ``"skip"``.
+    """
+
+    def __init__(self, path: str | Path, *, on_error: OnError = "raise") -> None:
+        check_choice("on_error", on_error, ("raise", "skip"))
+        self.paths = expand_paths(path)
+        self.on_error = on_error
+        self.stats = ReadStats()
+
+    @property
+    def skipped(self) -> int:
+        """Rows skipped in the latest pass."""
+        return self.stats.skipped
+
+    @property
+    def errors(self) -> list[str]:
+        """Messages of the first rows skipped in the latest pass."""
+        return self.stats.errors
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Start a new pass over every file (resetting :attr:`stats`) and yield its samples.
+
+        Raises:
+            DataError: a bad row, when ``on_error="raise"``.
+        """
+        self.stats = stats = ReadStats()
+        for path in self.paths:
+            items = self._read_file(path)
+            try:
+                for item in items:
+                    if isinstance(item, Sample):
+                        stats.samples += 1
+                        yield item
+                    elif self.on_error == "raise":
+                        raise item
+                    else:
+                        stats.record(item)
+                        if stats.skipped <= MAX_ERRORS:
+                            logger.warning("skipped bad row: %s", item)
+            finally:
+                items.close()  # close the file now, also when the caller stops early or on a raise
+        if stats.skipped:
+            logger.warning(
+                "%s: skipped %d bad rows, kept %d samples", type(self).__name__, stats.skipped, stats.samples
+            )
+
+    def _read_file(self, path: Path) -> Iterator[Sample | DataError]:
+        """Yield a Sample per good row of ``path`` and a DataError per bad row, in file order."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        first = self.paths[0] if self.paths else None
+        return f"{type(self).__name__}({first!s}{' + more' if len(self.paths) > 1 else ''}, on_error={self.on_error!r})"
