@@ -90,7 +90,7 @@ def test_media_alone_over_context_raises(tiny_model):
 def test_bad_media_and_missing_modality(tiny_model, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(InvalidMediaError, match="broken.png"):
+    with pytest.raises(InvalidMediaError, match=r"broken\.png"):
         tiny_model.processor([{"role": "user", "content": [{"type": "image", "image": str(bad)}]}])
     from mmgpt.config import MMGPTConfig, apply_overrides
     from mmgpt.processor import Processor
