@@ -37,8 +37,8 @@ def user(*parts):
 
 
 def test_image_audio_text_in_one_sequence(tiny_model):
-    msgs = user("image", "audio", "Are there as many shapes as beeps?") + [
-        {"role": "assistant", "content": [{"type": "text", "text": "yes"}]}]
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "yes"}]}
+    msgs = [*user("image", "audio", "Are there as many shapes as beeps?"), answer]
     batch = collate([tiny_model.processor(msgs)], tiny_model.pad_token_id)
     out = tiny_model(**model_inputs(batch))
     assert out.logits.shape == (*batch["input_ids"].shape, len(tiny_model.tokenizer))
