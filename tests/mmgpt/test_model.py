@@ -101,7 +101,7 @@ def test_damaged_checkpoints_raise_checkpoint_error(tiny_model, tmp_path):
     with pytest.raises(CheckpointError, match="truncated"):
         load(ck)
     (ck / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="config.json is missing"):
+    with pytest.raises(CheckpointError, match=r"config\.json is missing"):
         load(ck)
     with pytest.raises(CheckpointError, match="not found"):
         load(tmp_path / "nowhere")
