@@ -168,14 +168,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is not None:
         merged = read_yaml(path.parent / base)
-        return _deep_merge(merged, data)
+        return deep_merge(merged, data)
     return data
 
 
-def _deep_merge(a: dict, b: dict) -> dict:
+def deep_merge(a: dict, b: dict) -> dict:
+    """``b`` merged into ``a`` recursively (mappings merge, other values replace)."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -1,0 +1,459 @@
+"""Preflight and inspection of datasets: ``mmgpt data check`` and ``mmgpt data inspect``.
+
+:func:`check_dataset` reads every row of a dataset (any format :func:`read_samples` detects),
+decodes its media and runs a model's processor on it, and returns a :class:`CheckReport`:
+problems counted by kind with the first messages of each (naming ``file:line``), token,
+trained-token, media and task statistics. Problem kinds:
+
+* ``parse``: the reader could not parse the row (bad JSON, bad schema...).
+* ``media``: an image or clip is missing, corrupt, or over the size caps.
+* ``overflow``: media and chat markers alone exceed the context.
+* ``placeholders``: media pad / start / end tokens disagree with the media (a bug if ever).
+* ``no_targets``: nothing but end markers is trained on, the silent template mismatch of
+  LLaVA-style training (a warning with ``allow_no_targets``).
+* ``data``: any other ``DataError`` (an image for a model without a vision encoder...).
+* ``trimmed`` (a warning, the rest are errors): text dropped from the left to fit the context.
+
+:func:`render_tokens` shows an encoded sample as text, trained spans in ``[[...]]`` and media
+pad runs collapsed (``<|image_pad|>×16``), for ``mmgpt data inspect``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mmgpt.datasets.readers import read_samples
+from mmgpt.errors import ConfigError, ContextOverflowError, DataError, InvalidMediaError, MMGPTError
+
+ERROR_KINDS = ("parse", "media", "overflow", "placeholders", "no_targets", "data")
+MAX_EXAMPLES = 5  # messages kept per problem kind
+DEFAULT_PRESET = Path("recipes") / "configs" / "model" / "quickstart.yaml"
+_GREEN, _CYAN, _RED, _RESET = "\033[32;1m", "\033[36m", "\033[31;1m", "\033[0m"
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    """min / mean / p50 / p95 / max of ``values`` ({} when empty)."""
+    if not values:
+        return {}
+    a = np.asarray(values, dtype=np.float64)
+    return {"min": float(a.min()), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found. Statistics ({min, mean, p50, p95, max}) cover the samples
+    the processor encoded; ``images`` / ``audios`` map k to the number of samples with k items."""
+
+    path: str  # the file or glob checked
+    rows: int = 0  # rows read: samples + rows that failed to parse
+    samples: int = 0  # rows parsed into a sample
+    samples_ok: int = 0  # samples without an error (warnings allowed)
+    errors: dict[str, int] = field(default_factory=dict)  # count per error kind, zeros included
+    warnings: dict[str, int] = field(default_factory=dict)  # count per warning kind
+    examples: dict[str, list[str]] = field(default_factory=dict)  # first MAX_EXAMPLES messages per kind
+    tokens: dict[str, float] = field(default_factory=dict)  # tokens per sample
+    targets: dict[str, float] = field(default_factory=dict)  # trained tokens (label != -100) per sample
+    images: dict[int, int] = field(default_factory=dict)
+    audios: dict[int, int] = field(default_factory=dict)
+    audio_seconds: dict[str, float] = field(default_factory=dict)  # duration per clip
+    tasks: dict[str, int] = field(default_factory=dict)  # samples per meta["task"], when rows have one
+    max_length: int = 0  # the context budget used
+    seconds: float = 0.0  # wall time
+
+    @property
+    def ok(self) -> bool:
+        """True when no error kind has a count (warnings do not count)."""
+        return not any(self.errors.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+    def format(self) -> str:
+        """A readable multi-line report."""
+        def stats(s: dict[str, float], unit: str = "", digits: int = 1) -> str:
+            num = [f"{v:.0f}" if v.is_integer() and not unit else f"{v:.{digits}f}" for v in s.values()]
+            return "  ".join(f"{k} {v}{unit}" for k, v in zip(s, num)) or "-"
+
+        def hist(h: dict[int, int]) -> str:
+            return "  ".join(f"{k}: {v}" for k, v in sorted(h.items())) or "-"
+
+        lines = [f"dataset      {self.path}", f"rows read    {self.rows}",
+                 f"samples ok   {self.samples_ok} / {self.samples}", "problems"]
+        for kinds, severity in ((self.errors, "error"), (self.warnings, "warning")):
+            for kind, n in kinds.items():
+                lines.append(f"  {kind:<13}{n:>7}  ({severity})")
+                lines += [f"      {m}" for m in self.examples.get(kind, [])]
+                if n > len(self.examples.get(kind, [])):
+                    lines.append(f"      ... and {n - len(self.examples.get(kind, []))} more")
+        lines += [
+            f"tokens       {stats(self.tokens)}   (max_length {self.max_length})",
+            f"trained      {stats(self.targets)}",
+            f"images/smp   {hist(self.images)}",
+            f"audio/smp    {hist(self.audios)}",
+            f"audio secs   {stats(self.audio_seconds, ' s', 2)}",
+        ]
+        if self.tasks:
+            lines.append("tasks        " + ", ".join(f"{t} {n}" for t, n in sorted(self.tasks.items())))
+        failed = [k for k, n in self.errors.items() if n]
+        verdict = "OK" if self.ok else f"FAILED ({', '.join(failed)})"
+        lines.append(f"{verdict} in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _quiet(*names: str):
+    """Silence per-row warnings of these loggers: the report lists those rows itself."""
+    loggers = {logging.getLogger(n): logging.getLogger(n).level for n in names}
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        yield
+    finally:
+        for lg, level in loggers.items():
+            lg.setLevel(level)
+
+
+def _located(source: str, error: Exception) -> str:
+    message = str(error)
+    return message if message.startswith(source) else f"{source}: {message}"
+
+
+def content_targets(enc, processor) -> int:
+    """Trained tokens other than the ``<|im_end|>`` / ``<|endoftext|>`` end markers.
+
+    An assistant turn with empty text still trains its ``<|im_end|>``; such a sample teaches
+    only "stop", which is what a template mismatch looks like, so it counts as no targets.
+    """
+    from mmgpt.processor import IGNORE
+    from mmgpt.tokenizer import EOS, IM_END
+
+    ends = [processor.ids[IM_END], processor.ids[EOS]]
+    labels = enc.labels
+    return int(((labels != IGNORE) & ~np.isin(labels.numpy(), ends)).sum())
+
+
+def placeholder_mismatch(enc, sample, processor) -> str | None:
+    """Why the media tokens of ``enc`` disagree with ``sample``'s media, or None if they agree."""
+    from mmgpt.tokenizer import MEDIA_TOKENS
+
+    ids = enc.input_ids
+    decoded = {"image": enc.images, "audio": enc.audios}
+    for modality, (start, pad, end) in MEDIA_TOKENS.items():
+        items = sum(1 for _ in sample.media(modality))
+        want = (items * processor.num_media_tokens("image") if modality == "image"
+                else sum(processor.num_media_tokens("audio", len(a)) for a in enc.audios))
+        counts = [int((ids == processor.ids[t]).sum()) for t in (start, pad, end)]
+        if len(decoded[modality]) != items or counts != [items, want, items]:
+            return (f"{items} {modality} items ({len(decoded[modality])} decoded) need {items} {start}, "
+                    f"{want} {pad}, {items} {end}; the ids hold {counts[0]}, {counts[1]}, {counts[2]}")
+    return None
+
+
+class _Tally:
+    """Problems and statistics gathered while :func:`check_dataset` reads."""
+
+    def __init__(self, report: CheckReport, processor, max_length: int | None) -> None:
+        self.report, self.proc, self.max_length = report, processor, max_length
+        self.lengths, self.targets, self.seconds = [], [], []
+        self.images, self.audios, self.tasks = Counter(), Counter(), Counter()
+
+    def problem(self, kind: str, message: str) -> bool:
+        """Count one problem and keep its message; True when ``kind`` is an error."""
+        counts = self.report.warnings if kind in self.report.warnings else self.report.errors
+        counts[kind] += 1
+        kept = self.report.examples.setdefault(kind, [])
+        if len(kept) < MAX_EXAMPLES:
+            kept.append(message)
+        return counts is self.report.errors
+
+    def add(self, sample) -> None:
+        self.report.samples += 1
+        if isinstance(sample.meta.get("task"), str):
+            self.tasks[sample.meta["task"]] += 1
+        self.report.samples_ok += not self._check(sample)
+
+    def _check(self, sample) -> bool:
+        """Process one sample and record what is wrong with it; True when it has an error."""
+        from mmgpt.datasets.media import SAMPLE_RATE  # lazy: torch is slow to import for `mmgpt --help`
+
+        where = sample.source
+        try:
+            enc = self.proc(sample, max_length=self.max_length)
+        except InvalidMediaError as e:
+            return self.problem("media", _located(where, e))
+        except ContextOverflowError as e:
+            return self.problem("overflow", _located(where, e))
+        except DataError as e:
+            return self.problem("data", _located(where, e))
+        self.lengths.append(len(enc))
+        self.targets.append(enc.num_targets)
+        self.images[len(enc.images)] += 1
+        self.audios[len(enc.audios)] += 1
+        self.seconds.extend(len(a) / SAMPLE_RATE for a in enc.audios)  # the processor's output rate
+        bad = False
+        if enc.trimmed:
+            self.problem("trimmed", f"{where}: {enc.trimmed} text tokens dropped from the left to fit "
+                                    f"max_length {self.report.max_length}")
+        if (why := placeholder_mismatch(enc, sample, self.proc)) is not None:
+            bad |= self.problem("placeholders", f"{where}: {why}")
+        if content_targets(enc, self.proc) == 0:
+            bad |= self.problem("no_targets", f"{where}: nothing trained but end markers ({enc.num_targets} "
+                                              "trained tokens); does every chat end with a non-empty assistant turn?")
+        return bad
+
+    def finish(self, reader, started: float) -> CheckReport:
+        r = self.report
+        r.rows = reader.stats.samples + reader.stats.skipped
+        r.errors["parse"] = reader.stats.skipped
+        if reader.stats.errors:
+            r.examples["parse"] = reader.stats.errors[:MAX_EXAMPLES]
+        r.tokens, r.targets, r.audio_seconds = _summary(self.lengths), _summary(self.targets), _summary(self.seconds)
+        r.images, r.audios = dict(sorted(self.images.items())), dict(sorted(self.audios.items()))
+        r.tasks = dict(sorted(self.tasks.items()))
+        r.seconds = time.perf_counter() - started
+        return r
+
+
+def check_dataset(
+    path: str | Path, processor, *, format: str = "auto", limit: int | None = None,
+    allow_no_targets: bool = False, max_length: int | None = None, max_image_pixels: int | None = None,
+    max_audio_seconds: float | None = None, progress: bool = False,
+) -> CheckReport:
+    """Read, decode and process every row of a dataset and count what is wrong.
+
+    Args:
+        path: a data file or glob.
+        processor: the :class:`mmgpt.processor.Processor` of the model to train (not modified).
+        format: a :func:`read_samples` format, or ``"auto"``.
+        limit: stop once this many rows are read.
+        allow_no_targets: count samples without trained content as a warning, not an error.
+        max_length: context budget; default the processor's model's ``max_length``.
+        max_image_pixels: image size cap; default the processor's.
+        max_audio_seconds: clip length cap; default the processor's.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The :class:`CheckReport`; ``report.ok`` is False when any error kind has a count.
+
+    Raises:
+        DataError: the path names no file, or the format is unknown or cannot be detected.
+    """
+    started = time.perf_counter()
+    proc = processor
+    if max_image_pixels is not None or max_audio_seconds is not None:
+        proc = copy.copy(processor)  # the caller's processor keeps its caps
+        proc.max_image_pixels = max_image_pixels or proc.max_image_pixels
+        proc.max_audio_seconds = max_audio_seconds or proc.max_audio_seconds
+    warn_kinds = ("trimmed", "no_targets") if allow_no_targets else ("trimmed",)
+    report = CheckReport(str(path), max_length=max_length or proc.config.max_length,
+                         errors={k: 0 for k in ERROR_KINDS if k not in warn_kinds},
+                         warnings={k: 0 for k in warn_kinds})
+    tally = _Tally(report, proc, max_length)
+    reader = read_samples(path, format, on_error="skip")
+    samples = iter(reader)
+    bar = tqdm(total=limit, desc="check", unit="row", disable=None if progress else True,
+               file=sys.stderr)  # None: off when stderr is not a terminal
+    try:
+        with _quiet("mmgpt.processor", "mmgpt.datasets.readers"):
+            for sample in samples:
+                rows = reader.stats.samples + reader.stats.skipped
+                bar.update(rows - bar.n)
+                tally.add(sample)
+                if limit is not None and rows >= limit:
+                    break
+    finally:
+        samples.close()  # closes the open file when the limit stops the pass early
+        bar.close()
+    return tally.finish(reader, started)
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def render_tokens(enc, processor, *, color: bool = False) -> str:
+    """An encoded sample as text: trained spans in ``[[...]]``, media pad runs as ``<|image_pad|>×N``.
+
+    Args:
+        enc: an :class:`mmgpt.processor.Encoded`.
+        processor: the processor that made it (for its tokenizer and special ids).
+        color: also colour trained spans (green) and pad runs (cyan) with ANSI codes.
+
+    Returns:
+        The decoded sequence, special tokens included.
+    """
+    from mmgpt.processor import IGNORE
+    from mmgpt.tokenizer import MEDIA_TOKENS
+
+    pads = {processor.ids[pad]: pad for _, pad, _ in MEDIA_TOKENS.values()}
+
+    def kind(pair: tuple[int, int]) -> tuple[str, int]:
+        return ("pad", pair[0]) if pair[0] in pads else ("text", int(pair[1] != IGNORE))
+
+    out = []
+    for (what, key), group in itertools.groupby(zip(enc.input_ids.tolist(), enc.labels.tolist()), key=kind):
+        ids = [i for i, _ in group]
+        if what == "pad":
+            text, style = f"{pads[key]}×{len(ids)}", _CYAN
+        else:
+            text = processor.tokenizer.decode(ids, skip_special_tokens=False)
+            text, style = (f"[[{text}]]", _GREEN) if key else (text, "")
+        out.append(f"{style}{text}{_RESET}" if color and style else text)
+    return "".join(out)
+
+
+def inspect_dataset(path: str | Path, processor, *, n: int = 3, format: str = "auto", max_length: int | None = None,
+                    allow_no_targets: bool = False, color: bool = False, file=None) -> int:
+    """Print the first ``n`` samples of a dataset as the model sees them (see :func:`render_tokens`).
+
+    Args:
+        path, processor, format, max_length, allow_no_targets: as for :func:`check_dataset`.
+        n: how many samples to show.
+        color: ANSI colour.
+        file: where to print (default stdout).
+
+    Returns:
+        0, or 1 when a shown sample failed to process, had no trained content (unless
+        allowed), or a row before the last shown one failed to parse.
+
+    Raises:
+        DataError: the path names no file, or the format is unknown or cannot be detected.
+    """
+    file = file or sys.stdout
+    red, reset = (_RED, _RESET) if color else ("", "")
+    status = 0
+    reader = read_samples(path, format, on_error="skip")
+    samples = iter(reader)
+    try:
+        for k, sample in enumerate(itertools.islice(samples, n), start=1):
+            print(f"=== sample {k}: {sample.source}", file=file)
+            meta = json.dumps(sample.meta, ensure_ascii=False, default=str)
+            print(f"meta: {meta if len(meta) <= 300 else meta[:297] + '...'}", file=file)
+            try:
+                enc = processor(sample, max_length=max_length)
+            except MMGPTError as e:
+                print(f"{red}ERROR: {e}{reset}\n", file=file)
+                status = 1
+                continue
+            trimmed = f", {enc.trimmed} text tokens trimmed from the left" if enc.trimmed else ""
+            print(f"tokens: {len(enc)}, trained: {enc.num_targets}{trimmed}", file=file)
+            print(render_tokens(enc, processor, color=color).removesuffix("\n"), file=file)
+            if content_targets(enc, processor) == 0:
+                level = "WARNING" if allow_no_targets else "ERROR"
+                print(f"{red}!!! {level}: nothing trained in {sample.source} but end markers: "
+                      f"check the chat template and that an assistant turn has text{reset}", file=file)
+                status = status or int(not allow_no_targets)
+            print(file=file)
+    finally:
+        samples.close()
+    for message in reader.stats.errors:
+        print(f"{red}skipped bad row: {message}{reset}", file=file)
+    return status or int(reader.stats.skipped > 0)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def default_preset() -> Path:
+    """The quickstart model preset, found next to the package or under the working directory.
+
+    Raises:
+        ConfigError: neither place has it.
+    """
+    tried = [Path(__file__).resolve().parents[1] / DEFAULT_PRESET, Path.cwd() / DEFAULT_PRESET]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no default model preset (tried {', '.join(map(str, tried))}); "
+                      "pass --model CHECKPOINT_DIR or --config MODEL_YAML")
+
+
+def load_processor(model: str | None = None, config: str | None = None):
+    """The processor of a checkpoint (``model``), or of a model preset built with random weights.
+
+    Args:
+        model: an mmgpt checkpoint directory.
+        config: a model YAML preset; default :func:`default_preset` when ``model`` is None.
+
+    Returns:
+        The :class:`mmgpt.processor.Processor`.
+
+    Raises:
+        CheckpointError: the checkpoint is missing or damaged.
+        ConfigError: the preset is missing or invalid.
+    """
+    from mmgpt.config import MMGPTConfig
+    from mmgpt.model import MMGPT, load
+
+    if model is not None:
+        return load(model).processor
+    return MMGPT(MMGPTConfig.from_yaml(config or default_preset()), load_weights=False).processor
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="data file or glob (.jsonl, LLaVA/COCO .json, .csv, .tar)")
+    p.add_argument("--format", default="auto", help="reader: auto (default), jsonl, llava, coco, audio_captions, "
+                                                    "webdataset")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="CHECKPOINT_DIR", help="tokenize with this trained model")
+    which.add_argument("--config", metavar="YAML", help=f"tokenize with this model preset (default {DEFAULT_PRESET})")
+    p.add_argument("--max-length", type=int, default=None, help="context budget (default the model's)")
+    p.add_argument("--allow-no-targets", action="store_true",
+                   help="a sample with nothing trained is a warning, not an error")
+
+
+def add_cli(sub) -> None:
+    """Add ``check`` and ``inspect`` to the ``mmgpt data`` subcommands (``sub``: its subparsers)."""
+    c = sub.add_parser("check", help="validate every row: parsing, media, token counts, targets; exit 1 on errors",
+                       description="Read every row, decode every media file, run the processor, and report "
+                                   "problems by kind with statistics. Exit code 1 when any error was found.")
+    _common(c)
+    c.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N rows")
+    c.add_argument("--max-image-pixels", type=int, default=None, help="image size cap (default the model's)")
+    c.add_argument("--max-audio-seconds", type=float, default=None, help="clip length cap (default the model's)")
+    c.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+
+    def run_check(a: argparse.Namespace) -> int:
+        read_samples(a.path, a.format)  # a bad path or format fails before the model is built
+        processor = load_processor(a.model, a.config)
+        print(f"model        {a.model or a.config or default_preset()} (its tokenizer and processor)")
+        report = check_dataset(a.path, processor, format=a.format, limit=a.limit,
+                               allow_no_targets=a.allow_no_targets, max_length=a.max_length,
+                               max_image_pixels=a.max_image_pixels, max_audio_seconds=a.max_audio_seconds,
+                               progress=True)
+        print(report.format())
+        if a.json:
+            Path(a.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        return 0 if report.ok else 1
+
+    c.set_defaults(run=run_check)
+    i = sub.add_parser("inspect", help="print the first samples' tokens, trained ones in [[...]]",
+                       description="Print the first samples as the model sees them: decoded tokens, trained "
+                                   "spans in [[...]], media pad runs collapsed. Exit code 1 when a shown sample "
+                                   "fails or has nothing trained.")
+    _common(i)
+    i.add_argument("--n", type=int, default=3, help="samples to show (default 3)")
+    i.add_argument("--no-color", action="store_true", help="no ANSI colour (off anyway when stdout is not a TTY)")
+
+    def run_inspect(a: argparse.Namespace) -> int:
+        read_samples(a.path, a.format)
+        color = not a.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        return inspect_dataset(a.path, load_processor(a.model, a.config), n=a.n, format=a.format,
+                               max_length=a.max_length, allow_no_targets=a.allow_no_targets, color=color)
+
+    i.set_defaults(run=run_inspect)

@@ -1,0 +1,168 @@
+"""Training configuration: one dataclass tree per run, from a YAML recipe plus ``key=value`` overrides.
+
+A recipe (``recipes/configs/*.yaml``) names the stage, the model (a preset YAML for a fresh
+model, or ``init_from`` a previous stage's checkpoint), the data, what is trainable and how
+to optimise. Unknown keys and bad values raise :class:`~mmgpt.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mmgpt.config import apply_overrides, from_dict, read_yaml, to_dict
+from mmgpt.errors import ConfigError
+
+Stage = Literal["text", "contrastive", "align", "interleaved", "instruct"]
+
+# What each stage trains unless the recipe says otherwise (DESIGN.md, "Training stages").
+DEFAULT_TRAINABLE: dict[str, dict[str, bool]] = {
+    "text": {"encoders": False, "adapters": False, "decoder": True},
+    "contrastive": {"encoders": True, "adapters": False, "decoder": False},
+    "align": {"encoders": False, "adapters": True, "decoder": False},
+    "interleaved": {"encoders": False, "adapters": True, "decoder": True},
+    "instruct": {"encoders": False, "adapters": True, "decoder": True},
+}
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are batched.
+
+    ``tasks`` keeps only samples whose ``meta["task"]`` is listed (ShapesTones tags every
+    row). ``text_only`` turns every sample into a text document (stage 0a). ``batching``:
+    ``pack`` puts several samples in a row of ``max_len`` tokens with a block-diagonal mask;
+    ``pad`` pads one sample per row; ``group`` pads batches of similar length (LLaVA-style
+    length grouping by modality).
+    """
+
+    train: str = ""
+    val: str | None = None
+    format: str = "auto"
+    tasks: list[str] | None = None
+    text_only: bool = False
+    batching: Literal["pack", "pad", "group"] = "pack"
+    max_len: int | None = None
+    val_limit: int = 256
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up and cosine decay; ``lr_per_part`` overrides ``lr`` for named parts
+    (``encoders``, ``encoders.image``, ``adapters``, ``decoder`` ...; the longest match wins)."""
+
+    lr: float = 1e-3
+    lr_per_part: dict[str, float] = field(default_factory=dict)
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    warmup_steps: int = 50
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas needs two numbers, got {self.betas}")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the decoder through ``peft``; merged into the weights when the final model is saved."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    merge_on_save: bool = True
+
+
+@dataclass
+class ContrastiveConfig:
+    """Stage 0b: CLIP-style image-text and CLAP-style audio-text InfoNCE.
+
+    The text side is the (frozen) decoder's mean-pooled last hidden state over the caption,
+    followed by a trainable projection; each encoder's mean-pooled features get their own
+    projection into the same ``dim``-wide space.
+    """
+
+    dim: int = 128
+    temperature: float = 0.07
+    learn_temperature: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation with the eval harness on a small slice of ``data``."""
+
+    data: str | None = None
+    every: int = 0  # steps; 0 = only at the end
+    limit: int = 64
+    tasks: list[str] | None = None
+    batch_size: int = 32
+
+
+@dataclass
+class TrainConfig:
+    """One training run (one stage)."""
+
+    stage: Stage = "instruct"
+    name: str = "run"
+    out_dir: str = "runs"
+    model: str | None = None  # model preset YAML for a fresh model
+    model_args: dict[str, Any] = field(default_factory=dict)  # overrides merged into the preset
+    init_from: str | None = None  # previous stage's final checkpoint directory
+    train_tokenizer: bool = False  # fresh model: train a byte-level BPE on the training text first
+    trainable: dict[str, bool] = field(default_factory=dict)  # merged over the stage's defaults
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    batch_size: int = 32  # samples per micro-batch per process
+    grad_accum: int = 1
+    max_steps: int | None = None
+    epochs: float = 1.0
+    time_limit: float | None = None  # seconds; stops early and saves, for fixed-budget runs
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    grad_checkpointing: bool = False
+    feature_cache: bool = True  # cache frozen encoders' features (no augmentation in mmgpt)
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 10
+    val_every: int = 0  # steps between validation-loss passes; 0 = at the end only
+    save_every: int = 0  # steps between checkpoints; 0 = at the end only
+    keep_last: int = 2
+    resume: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be at least 1")
+        if self.model is None and self.init_from is None:
+            raise ConfigError("give model (a preset YAML for a fresh model) or init_from (a checkpoint)")
+        if not self.data.train:
+            raise ConfigError("data.train is required (a path or glob)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def trainable_parts(self) -> dict[str, bool]:
+        flags = dict(DEFAULT_TRAINABLE[self.stage])
+        flags.update(self.trainable)
+        return flags
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        """Load a recipe; relative paths inside it stay relative to the working directory."""
+        return from_dict(cls, apply_overrides(read_yaml(path), overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)

@@ -1,0 +1,76 @@
+"""Run metrics: one JSON object per line in ``metrics.jsonl`` and a loss/accuracy plot PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends records to ``run_dir/metrics.jsonl`` (flushed each line, so a crash loses nothing)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, truncate_after: int | None = None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if truncate_after is not None and self.path.exists():
+                # On resume, drop records past the checkpoint: they will be produced again.
+                keep = [line for line in self.path.read_text().splitlines()
+                        if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
+                self.path.write_text("".join(line + "\n" for line in keep))
+            elif truncate_after is None:
+                self.path.write_text("")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Training loss (and validation loss / accuracies when logged) against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r.get("loss", 0))]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    acc_keys = sorted({k for r in records for k in r if k.startswith("eval/") and k.endswith("accuracy")})
+    if not train:
+        return None
+    fig, ax = plt.subplots(1, 2 if acc_keys else 1, figsize=(11 if acc_keys else 6, 4), squeeze=False)
+    a = ax[0][0]
+    a.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        a.plot(*zip(*val), "o-", label="val loss")
+    a.set_xlabel("step")
+    a.set_ylabel("loss")
+    a.set_yscale("log")
+    a.grid(alpha=0.3)
+    a.legend()
+    a.set_title(title or "loss")
+    if acc_keys:
+        b = ax[0][1]
+        for k in acc_keys:
+            pts = [(r["step"], r[k]) for r in records if k in r]
+            b.plot(*zip(*pts), "o-", label=k.removeprefix("eval/"))
+        b.set_xlabel("step")
+        b.set_ylabel("accuracy")
+        b.set_ylim(0, 1.02)
+        b.grid(alpha=0.3)
+        b.legend(fontsize=7)
+        b.set_title("held-out accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

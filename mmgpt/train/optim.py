@@ -1,0 +1,89 @@
+"""Optimiser, schedule and precision: AdamW with per-part learning rates, warm-up + cosine, bf16 detection."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from mmgpt.train.config import OptimConfig
+
+log = logging.getLogger(__name__)
+
+
+def _lr_for(name: str, cfg: OptimConfig) -> float:
+    best, best_len = cfg.lr, -1
+    for key, lr in cfg.lr_per_part.items():
+        if (name == key or name.startswith(key + ".")) and len(key) > best_len:
+            best, best_len = lr, len(key)
+    return best
+
+
+def param_groups(named_params: list[tuple[str, nn.Parameter]], cfg: OptimConfig) -> list[dict]:
+    """Group trainable parameters by (learning rate, decay): matrices decay; biases, norms and
+    embeddings do not. Parameter names are the model's (``adapters.image.proj.net.0.weight``)."""
+    groups: dict[tuple[float, bool], dict] = {}
+    seen: set[int] = set()
+    for name, p in named_params:
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        lr = _lr_for(name, cfg)
+        decay = p.ndim >= 2 and "embed" not in name and "norm" not in name
+        g = groups.setdefault((lr, decay), {"params": [], "names": [], "lr": lr,
+                                            "weight_decay": cfg.weight_decay if decay else 0.0})
+        g["params"].append(p)
+        g["names"].append(name)
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1]))]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``model`` (foreach kernels: few launches per step).
+
+    Raises:
+        ValueError: nothing is trainable.
+    """
+    groups = param_groups(list(model.named_parameters()), cfg)
+    if not groups:
+        raise ValueError("no trainable parameters: check the stage's `trainable` flags")
+    for g in groups:
+        g.pop("names")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int):
+    """Multiplier of each group's base LR at a step: linear warm-up, then cosine to ``min_lr_ratio``."""
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively here (CUDA with bf16, or a CPU with AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch._C._cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, c, lambda: False)() for c in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (``auto``: bf16 when supported, else fp32 = None)."""
+    if precision == "fp32":
+        return None
+    ok = bf16_supported(device)
+    if precision == "bf16" and not ok:
+        log.warning("bf16 requested but %s has no native bf16; it will be slow", device)
+        return torch.bfloat16
+    return torch.bfloat16 if ok else None
