@@ -49,9 +49,12 @@ class FeatureCache:
         root: folder for the on-disk shards (None: memory only).
         fingerprint: :func:`encoder_fingerprint` of the encoder.
         modality: ``"image"`` or ``"audio"`` (used in names only).
+        skip: shard names (without extension) to ignore, e.g. shards a resumed run wrote after
+            the checkpoint it resumes from.
     """
 
-    def __init__(self, root: str | Path | None, fingerprint: str, modality: str) -> None:
+    def __init__(self, root: str | Path | None, fingerprint: str, modality: str,
+                 skip: Callable[[str], bool] | None = None) -> None:
         self.modality = modality
         self.dir = Path(root) / f"{modality}-{fingerprint}" if root is not None else None
         self.mem: dict[str, torch.Tensor] = {}
@@ -59,6 +62,8 @@ class FeatureCache:
         self.hits = self.misses = 0
         if self.dir is not None and self.dir.is_dir():
             for shard in sorted(self.dir.glob("*.safetensors")):
+                if skip is not None and skip(shard.stem):
+                    continue
                 try:
                     self.mem.update(load_file(str(shard)))
                 except Exception as e:  # a damaged shard costs recomputation, nothing else
@@ -98,12 +103,16 @@ class FeatureCache:
             out[i, : f.shape[0]] = f
         return out.to(device), lengths.to(device)
 
-    def flush(self) -> None:
-        """Write features computed since the last flush as a new shard (atomic rename)."""
+    def flush(self, tag: str | None = None) -> None:
+        """Write features computed since the last flush as a new shard (atomic rename).
+
+        ``tag`` names the shard (the trainer uses ``<run>-step<N>``), so a resumed run can
+        ignore shards written after its checkpoint and see exactly the cache it had then.
+        """
         if self.dir is None or not self.pending:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"shard-{uuid.uuid4().hex[:12]}.safetensors"
+        name = f"{tag or uuid.uuid4().hex[:12]}.safetensors"
         tmp = self.dir / f".{name}.tmp"
         save_file(self.pending, str(tmp))
         os.replace(tmp, self.dir / name)

@@ -118,13 +118,13 @@ class Trainer:
         self.total_steps = self.schedule.total_steps(cfg.epochs, cfg.max_steps)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, self.total_steps))
-        self.caches = self._feature_caches()
         self.wrapped = D.wrap_model(self.module, self.dist, cfg.distributed)
         self.start_step = 0
         ckpt_root = cfg.run_dir / "checkpoints"
         if cfg.resume and (last := latest_checkpoint(ckpt_root)) is not None:
             state = load_training_checkpoint(last, model, self.optimizer, self.scheduler)
             self.start_step = state["step"]
+        self.caches = self._feature_caches()
         self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
 
     # ------------------------------------------------------------------ helpers
@@ -137,8 +137,22 @@ class Trainer:
                 continue
             fp = encoder_fingerprint(enc, extra=str(self.amp))
             root = Path(self.cfg.out_dir) / ".feature_cache" if self.dist.is_main else None
-            caches[m] = FeatureCache(root, fp, m)
+            caches[m] = FeatureCache(root, fp, m, skip=self._later_shard)
         return caches
+
+    def _shard_tag(self, step: int) -> str:
+        return f"{self.cfg.name}-step{step:08d}"
+
+    def _later_shard(self, name: str) -> bool:
+        """Shards this run wrote after the step it resumes from (features are batch-dependent in
+        the last bits, so exact resume needs exactly the cache the checkpoint saw)."""
+        prefix = f"{self.cfg.name}-step"
+        return name.startswith(prefix) and int(name[len(prefix):] or 0) > self.start_step
+
+    def flush_caches(self, step: int) -> None:
+        if self.dist.is_main:
+            for cache in self.caches.values():
+                cache.flush(self._shard_tag(step))
 
     def _autocast(self):
         if self.amp is None:
@@ -250,10 +264,8 @@ class Trainer:
                 log.warning("time limit of %.0f s reached at step %d of %d", cfg.time_limit, done, self.total_steps)
                 break
         bar.close()
-        for cache in self.caches.values():
-            if self.dist.is_main:
-                cache.flush()
         final_step = step + 1 if self.total_steps > self.start_step else self.start_step
+        self.flush_caches(final_step)
         self.validate(final_step)
         elapsed = time.time() - t0
         steps_run = final_step - self.start_step
@@ -283,6 +295,7 @@ class Trainer:
         return val
 
     def save_checkpoint(self, step: int) -> None:
+        self.flush_caches(step)  # before the checkpoint: a resume finds every feature it had
         if self.dist.is_main:
             save_training_checkpoint(self.cfg.run_dir / "checkpoints", step, self.model, self.optimizer,
                                      self.scheduler, {"config": self.cfg.to_dict()}, self.cfg.keep_last)
