@@ -54,5 +54,5 @@ def test_stage1_step_changes_only_adapters(st_data, base_ckpt, tmp_path):
 def test_bad_recipe_values_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"optim\.lrr"):
         TrainConfig.from_yaml(ROOT / "recipes/configs/stage1_align.yaml", ["optim.lrr=1"])
-    with pytest.raises(ConfigError, match="data.train is required"):
+    with pytest.raises(ConfigError, match=r"data\.train is required"):
         TrainConfig.from_yaml(ROOT / "recipes/configs/stage1_align.yaml", ["data.train="])
