@@ -1,0 +1,30 @@
+"""``mmgpt eval`` on a saved tiny checkpoint: prints the tables and writes next to the run."""
+
+from __future__ import annotations
+
+import json
+
+from mmgpt.cli import main
+from mmgpt.eval.cli import default_out
+
+
+def test_mmgpt_eval_prints_tables_and_writes_reports(tiny_model, tmp_path, shapestones_test, capsys):
+    ckpt = tmp_path / "runs" / "tiny" / "final"
+    tiny_model.save_pretrained(ckpt)
+    rc = main(["eval", str(ckpt), "--data", str(shapestones_test), "--shots", "0,1", "--limit", "1",
+               "--tasks", "image_qa,audio_caption", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| image_qa | 0 | 1 |" in out and "| audio_caption | 1 | 1 |" in out
+    assert "Per-attribute accuracy" in out
+    eval_dir = tmp_path / "runs" / "tiny" / "eval"
+    assert default_out(ckpt) == eval_dir
+    assert {p.name for p in eval_dir.iterdir()} == {"image_qa.json", "audio_caption.json", "summary.json",
+                                                   "report.md", "attributes.png", "shots.png"}
+    assert json.loads((eval_dir / "summary.json").read_text())["settings"]["shots"] == [0, 1]
+
+
+def test_mmgpt_eval_reports_bad_input(tmp_path, capsys):
+    rc = main(["eval", str(tmp_path / "missing"), "--data", str(tmp_path / "none.jsonl")])
+    assert rc == 1
+    assert "no model at" in capsys.readouterr().err
