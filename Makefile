@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow lint venv clean
+.PHONY: quickstart test test-slow lint demo venv clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (set PY=/path/to/python3.11)"; exit 1; }
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(BIN)/mmgpt demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -81,7 +81,7 @@ def _caption(p: argparse.ArgumentParser) -> None:
             for path in paths:
                 try:
                     text = model.caption(**{kind: path}, prompt=a.prompt, max_new_tokens=a.max_new_tokens)
-                    print(f"{path}\t{text}")
+                    print(f"{path}\t{' '.join(text.split())}")  # one line per file, always
                 except MMGPTError as e:  # one bad file does not stop the others
                     print(f"{path}\tERROR: {e}", file=sys.stderr)
                     status = 1

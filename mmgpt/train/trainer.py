@@ -126,6 +126,12 @@ class Trainer:
             self.start_step = state["step"]
         self.caches = self._feature_caches()
         self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
+        self.periodic = None
+        if cfg.eval.data and self.dist.is_main and not self.contrastive:
+            from mmgpt.eval.hook import PeriodicEval
+
+            self.periodic = PeriodicEval(cfg.eval.data, every=cfg.eval.every, limit=cfg.eval.limit,
+                                         tasks=cfg.eval.tasks, batch_size=cfg.eval.batch_size, seed=cfg.seed)
 
     # ------------------------------------------------------------------ helpers
     def _feature_caches(self) -> dict[str, FeatureCache]:
@@ -258,6 +264,8 @@ class Trainer:
                                     "elapsed_s": elapsed, **extra})
             if cfg.val_every and done % cfg.val_every == 0 and done < self.total_steps:
                 self.validate(done)
+            if self.periodic is not None and self.periodic.due(done) and done < self.total_steps:
+                self.evaluate(done)
             if cfg.save_every and done % cfg.save_every == 0 and done < self.total_steps:
                 self.save_checkpoint(done)
             if cfg.time_limit and elapsed > cfg.time_limit:
@@ -267,6 +275,8 @@ class Trainer:
         final_step = step + 1 if self.total_steps > self.start_step else self.start_step
         self.flush_caches(final_step)
         self.validate(final_step)
+        if self.periodic is not None:
+            self.evaluate(final_step)
         elapsed = time.time() - t0
         steps_run = final_step - self.start_step
         return self.finish(final_step, {"steps_per_s": steps_run / max(elapsed, 1e-9), "train_seconds": elapsed,
@@ -293,6 +303,13 @@ class Trainer:
         val = total / max(count, 1)
         self.metrics.write({"kind": "val", "step": step, "val_loss": val})
         return val
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Generation metrics of the eval harness on the validation slice (rank 0 only)."""
+        with self._autocast():
+            results = self.periodic(self.model)
+        self.metrics.write({"kind": "eval", "step": step, **results})
+        return results
 
     def save_checkpoint(self, step: int) -> None:
         self.flush_caches(step)  # before the checkpoint: a resume finds every feature it had
