@@ -142,10 +142,17 @@ class Adapter(nn.Module):
         ConfigError: a reducer used with the wrong modality.
     """
 
-    def __init__(self, cfg: AdapterConfig, in_dim: int, out_dim: int, modality: str) -> None:
+    def __init__(self, cfg: AdapterConfig, in_dim: int, out_dim: int, modality: str,
+                 num_in: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.modality = modality
+        self.pos = None
+        if cfg.pos_embed:
+            if num_in is None:
+                raise ConfigError(f"adapters.{modality}.pos_embed needs a fixed number of tokens (images only)")
+            # Says which patch of the grid a token is, so the decoder can find "the top left" by content.
+            self.pos = nn.Parameter(torch.randn(adapter_tokens(cfg, num_in), out_dim) * 0.02)
         if cfg.reducer == "pixel_shuffle" and modality != "image":
             raise ConfigError(f"adapters.{modality}.reducer: pixel_shuffle works on image patch grids only")
         if cfg.reducer == "frame_stack" and modality != "audio":
@@ -177,4 +184,7 @@ class Adapter(nn.Module):
         if self.cfg.type == "resampler":
             out = self.proj(x, lengths)  # (B, Q, H)
             return out, torch.full((B,), out.shape[1], dtype=torch.long, device=x.device)
-        return self.proj(x), lengths  # (B, N'', H)
+        out = self.proj(x)  # (B, N'', H)
+        if self.pos is not None:
+            out = out + self.pos.to(out.dtype)
+        return out, lengths

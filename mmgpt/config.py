@@ -55,6 +55,8 @@ def _check(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         kt, vt = args or (str, Any)
+        if vt in (bool, int, float, str):
+            value = _flatten(value)  # `trainable.encoders.image=true` arrives nested
         return {_check(k, kt, key): _check(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -70,6 +72,11 @@ def _check(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML reads `5e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -78,6 +85,18 @@ def _check(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {hint!r}")  # a bug in a config class, not user input
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}, for mappings keyed by dotted names (part names)."""
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, name))
+        else:
+            out[name] = v
+    return out
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
@@ -248,6 +267,7 @@ class AdapterConfig:
     num_queries: int = 16
     resampler_layers: int = 2
     resampler_heads: int = 4
+    pos_embed: bool = False  # learned embedding per output token (fixed-size images only)
 
     def __post_init__(self) -> None:
         if self.factor < 1:

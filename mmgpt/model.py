@@ -76,7 +76,8 @@ class MMGPT(nn.Module):
         )
         hidden = self.decoder.get_input_embeddings().embedding_dim
         self.adapters = nn.ModuleDict(
-            {m: Adapter(config.adapters[m], self.encoders[m].output_dim, hidden, m) for m in config.modalities}
+            {m: Adapter(config.adapters[m], self.encoders[m].output_dim, hidden, m,
+                        self.encoders[m].num_tokens() if m == "image" else None) for m in config.modalities}
         )
         self._processor: Processor | None = None
 

@@ -44,13 +44,14 @@ DEFAULT_MIX: dict[str, float] = {
 SCENE_LINES = 8.0
 
 
-def resolve_mix(mix: dict[str, float] | None) -> dict[str, float]:
+def resolve_mix(mix: dict[str, float] | None, scene_lines: float = SCENE_LINES) -> dict[str, float]:
     """Expected lines per scene for each task: the defaults updated by ``mix``, scaled to
     :data:`SCENE_LINES` in total.
 
     Args:
         mix: task → relative weight; tasks not named keep their default weight (give 0 to
             drop a task).
+        scene_lines: expected lines per scene (fewer means more distinct images and clips).
 
     Returns:
         task → expected lines per scene, for every task of :data:`.tasks.TASKS`.
@@ -68,7 +69,9 @@ def resolve_mix(mix: dict[str, float] | None) -> dict[str, float]:
     total = sum(weights.values())
     if total <= 0:
         raise ConfigError("mix: at least one task needs a positive weight")
-    return {task: w * SCENE_LINES / total for task, w in weights.items()}
+    if not (isinstance(scene_lines, (int, float)) and 0 < scene_lines <= 64):
+        raise ConfigError(f"scene_lines must be in (0, 64], got {scene_lines!r}")
+    return {task: w * scene_lines / total for task, w in weights.items()}
 
 
 def _scene_counts(per_scene: dict[str, float], rng: np.random.Generator) -> dict[str, int]:
@@ -140,7 +143,7 @@ def generate_split(
 def generate(
     out_dir: str | Path, *, train: int = 20_000, val: int = 1_000, test: int = 2_000, gen: int = 1_000,
     seed: int = 0, image_size: int = 64, noise: bool = True, mix: dict[str, float] | None = None,
-    progress: bool = True,
+    scene_lines: float = SCENE_LINES, progress: bool = True,
 ) -> dict[str, Any]:
     """Generate the ShapesTones dataset.
 
@@ -158,6 +161,8 @@ def generate(
         image_size: image side in pixels (>= 16).
         noise: add mild pixel noise to images and faint white noise to audio.
         mix: task weights, merged into :data:`DEFAULT_MIX` (see :func:`resolve_mix`).
+        scene_lines: expected lines per scene; lower gives more distinct media for the same
+            number of lines (more disk, better generalisation).
         progress: show a tqdm progress bar per split.
 
     Returns:
@@ -172,7 +177,7 @@ def generate(
     seed = _check_count("seed", seed)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
         raise ConfigError(f"image_size must be an int >= 16, got {image_size!r}")
-    per_scene = resolve_mix(mix)
+    per_scene = resolve_mix(mix, scene_lines)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {

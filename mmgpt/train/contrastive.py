@@ -1,14 +1,15 @@
 """Stage 0b: contrastive encoder pretraining (CLIP-style image-text, CLAP-style audio-text).
 
 Why the decoder as the text tower: with no pretrained weights anywhere, stage 0a has just
-trained the decoder on the captions' language. Its mean-pooled last hidden state over a
-caption is a text embedding that already separates "three red circles" from "two blue
-squares"; keeping it frozen and training the encoders (plus small projections) to meet it
+trained the decoder on the captions' language. Its last hidden state at the caption's final
+token (which has read the caption in order) is a text embedding that already separates
+"a red circle at the top left and a blue square ..." from the same words in another order; keeping it frozen and training the encoders (plus small projections) to meet it
 gives encoders whose features describe what the decoder will later be asked to say, and
 costs no extra text tower. Shapes: I pairs, D encoder width, H decoder width, E = ``dim``.
 
-    media -> encoder -> mean over tokens (I, D) -> Linear -> (I, E) -> L2 norm --+
-    caption -> decoder (frozen) -> mean over tokens (I, H) -> Linear -> (I, E) --+-> scaled cosine logits (I, I)
+    image -> encoder -> all patches flattened (I, P*D) -> Linear -> (I, E) -> L2 norm --+
+    clip  -> encoder -> mean over frames (I, D)      -> Linear -> (I, E) -> L2 norm --+
+    caption -> decoder (frozen) -> last token (I, H) -> MLP    -> (I, E) -> L2 norm --+-> scaled cosine logits
 
 The loss is symmetric InfoNCE with every pair of identical captions counted as a positive
 (captions repeat in a generated world; treating them as negatives would be wrong).
@@ -58,11 +59,16 @@ def caption_pair(sample: Sample) -> tuple[str, object, str]:
 
 
 class ContrastiveHeads(nn.Module):
-    """Projections into the shared space and the learned temperature."""
+    """Projections into the shared space and the learned temperature.
 
-    def __init__(self, media_dims: dict[str, int], text_dim: int, cfg: ContrastiveConfig) -> None:
+    Images have a fixed number of patches, so their head reads all of them flattened
+    (N*D -> E): which patch holds which colour survives, unlike a mean over patches. Clips vary
+    in length and are mean-pooled. ``media_dims`` maps modality -> (tokens or None, width).
+    """
+
+    def __init__(self, media_dims: dict[str, tuple[int | None, int]], text_dim: int, cfg: ContrastiveConfig) -> None:
         super().__init__()
-        self.media = nn.ModuleDict({m: nn.Linear(d, cfg.dim) for m, d in media_dims.items()})
+        self.media = nn.ModuleDict({m: nn.Linear((n or 1) * d, cfg.dim) for m, (n, d) in media_dims.items()})
         self.text = nn.Sequential(nn.Linear(text_dim, text_dim), nn.GELU(), nn.Linear(text_dim, cfg.dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)),
                                         requires_grad=cfg.learn_temperature)
@@ -129,7 +135,9 @@ def contrastive_loss(model, heads: ContrastiveHeads, batch: dict) -> tuple[torch
     with torch.no_grad() if not any(p.requires_grad for p in dec.parameters()) else torch.enable_grad():
         hidden = dec(input_ids=batch["caption_ids"], attention_mask=mask, output_hidden_states=True,
                      use_cache=False).hidden_states[-1]  # (I, L, H)
-    text = _pool(hidden.float(), mask.sum(1))
+    # The final <|endoftext|> has read the whole caption in order (a mean would be a bag of words).
+    last = mask.sum(1) - 1  # (I,)
+    text = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()  # (I, H)
     total, count, correct = 0.0, 0, 0
     kinds = batch["modality"]
     for modality in ("image", "audio"):
@@ -137,10 +145,12 @@ def contrastive_loss(model, heads: ContrastiveHeads, batch: dict) -> tuple[torch
         if len(sel) < 2:
             continue
         if modality == "image":
-            feats, lengths = model.encoders["image"](batch["pixel_values"]), None  # (I, P, D)
+            feats = model.encoders["image"](batch["pixel_values"])  # (I, P, D)
+            pooled = feats.float().flatten(1)  # (I, P*D): keeps where each feature is
         else:
             feats, lengths = model.encoders["audio"](batch["audio_values"], batch["audio_lengths"])  # (I, T, D)
-        zm = F.normalize(heads.media[modality](_pool(feats.float(), lengths)), dim=-1)  # (I, E)
+            pooled = _pool(feats.float(), lengths)  # (I, D)
+        zm = F.normalize(heads.media[modality](pooled), dim=-1)  # (I, E)
         zt = F.normalize(heads.text(text[sel]), dim=-1)  # (I, E)
         logits = heads.logit_scale.exp().clamp(max=100) * zm @ zt.T  # (I, I)
         caps = [batch["captions"][i] for i in sel]

@@ -98,8 +98,8 @@ class Trainer:
         if self.contrastive:
             self.data = ContrastiveData(samples, proc)
             hidden = model.decoder.get_input_embeddings().embedding_dim
-            self.heads = ContrastiveHeads({m: e.output_dim for m, e in model.encoders.items()}, hidden,
-                                          cfg.contrastive).to(self.device)
+            dims = {m: (e.num_tokens() if m == "image" else None, e.output_dim) for m, e in model.encoders.items()}
+            self.heads = ContrastiveHeads(dims, hidden, cfg.contrastive).to(self.device)
             model.add_module("contrastive_heads", self.heads)  # trained and checkpointed with the model
             self.module: torch.nn.Module = ContrastiveModule(model, self.heads)
         else:

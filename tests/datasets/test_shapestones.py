@@ -330,3 +330,17 @@ def test_mix_validation_and_weights(tmp_path):
                        mix={t: 0 for t in per_scene} | {"audio_qa": 1})
     assert summary["splits"]["train"]["tasks"] == {"audio_qa": 30}
     assert not (tmp_path / "val.jsonl").exists()
+
+
+def test_scene_lines_controls_distinct_media(tmp_path):
+    from mmgpt.datasets.shapestones import generate
+
+    few = generate(tmp_path / "a", train=80, val=0, test=0, gen=0, progress=False)
+    many = generate(tmp_path / "b", train=80, val=0, test=0, gen=0, scene_lines=2.0, progress=False)
+    assert many["splits"]["train"]["scenes"] > 2 * few["splits"]["train"]["scenes"]
+    import pytest as _pytest
+
+    from mmgpt.errors import ConfigError
+
+    with _pytest.raises(ConfigError, match="scene_lines"):
+        generate(tmp_path / "c", train=8, val=0, test=0, gen=0, scene_lines=0, progress=False)

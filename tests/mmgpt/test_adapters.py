@@ -79,3 +79,15 @@ def test_resampler_ignores_padding():
     padded = torch.cat([x, torch.randn(1, 3, 6) * 100], dim=1)  # garbage in padding
     batched, _ = ad(padded, torch.tensor([5]))
     torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-5)
+
+
+def test_position_embedding_makes_identical_patches_distinct():
+    torch.manual_seed(0)
+    cfg = AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2, pos_embed=True)
+    ad = Adapter(cfg, in_dim=6, out_dim=8, modality="image", num_in=16)
+    x = torch.ones(1, 16, 6)  # every patch the same
+    out, _ = ad(x)
+    assert out.shape == (1, 4, 8)
+    assert not torch.allclose(out[0, 0], out[0, 1])
+    with pytest.raises(ConfigError, match="fixed number of tokens"):
+        Adapter(AdapterConfig(pos_embed=True), 6, 8, "audio")

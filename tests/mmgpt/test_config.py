@@ -80,3 +80,14 @@ def test_every_model_preset_loads(preset):
     cfg = MMGPTConfig.from_yaml(preset)
     assert cfg.modalities == ("image", "audio")
     assert MMGPTConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    from mmgpt.config import VisionConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text("vision:\n  mlp_ratio: 4e0\n")  # PyYAML gives the string '4e0'
+    assert MMGPTConfig.from_yaml(p).vision.mlp_ratio == 4.0
+    assert isinstance(VisionConfig().img_size, int)
+    with pytest.raises(ConfigError, match="expected a number"):
+        MMGPTConfig.from_yaml(p, ["vision.mlp_ratio=four"])
