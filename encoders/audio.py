@@ -78,23 +78,26 @@ class LogMel(nn.Module):
         if int(lengths.min()) < HOP:
             raise InvalidMediaError(f"audio clip of {int(lengths.min())} samples is shorter than one 10 ms frame")
         pad = N_FFT // 2
-        padded = waveforms.new_zeros(B, int(lengths.max()) + 2 * pad)
+        frame_lengths = lengths // HOP
+        # Frames of every clip, back to back: no padding frames are transformed (clips of mixed
+        # length would otherwise pay for the longest one), and one FFT and one matmul serve all.
+        frames = []
         for i, n in enumerate(lengths.tolist()):
             clip = waveforms[i, :n].float()[None, None]  # (1, 1, n)
             mode = "reflect" if n > pad else "constant"
-            padded[i, : n + 2 * pad] = F.pad(clip, (pad, pad), mode=mode)[0, 0]
-        frames = padded.unfold(-1, N_FFT, HOP)  # (B, F+1, N_FFT)
-        spec = torch.fft.rfft(frames * self.window, dim=-1).abs() ** 2  # (B, F+1, N_FFT/2+1)
-        mel = self.filters @ spec.transpose(1, 2)  # (B, M, F+1)
-        frame_lengths = lengths // HOP
+            centred = F.pad(clip, (pad, pad), mode=mode)[0, 0]
+            frames.append(centred.unfold(-1, N_FFT, HOP)[: n // HOP])  # drop the last frame, as Whisper does
+        frames = torch.cat(frames).mul_(self.window)  # (sum F_i, N_FFT)
+        spec = torch.fft.rfft(frames, dim=-1)  # (sum F_i, N_FFT/2+1) complex
+        power = spec.real.square() + spec.imag.square()
+        mel = power @ self.filters.T  # (sum F_i, M)
         n_frames = int(frame_lengths.max())
-        mel = mel[..., :n_frames]  # (B, M, F): drop the last frame, as Whisper does
-        log_spec = mel.clamp(min=1e-10).log10()
         valid = torch.arange(n_frames)[None, :] < frame_lengths[:, None]  # (B, F)
-        valid = valid.to(log_spec.device)
-        peak = log_spec.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-        log_spec = torch.maximum(log_spec, peak - 8.0)
-        log_spec = (log_spec + 4.0) / 4.0
+        valid = valid.to(mel.device)
+        log_spec = mel.new_full((B, n_frames, self.n_mels), float("-inf"))
+        log_spec[valid] = mel.clamp_(min=1e-10).log10_()  # row-major order of valid == concatenation order
+        peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1): each clip's own max
+        log_spec = torch.maximum(log_spec, peak - 8.0).add_(4.0).div_(4.0).transpose(1, 2)  # (B, M, F)
         return log_spec.masked_fill(~valid[:, None, :], 0.0), frame_lengths
 
 
