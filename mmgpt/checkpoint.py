@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model as st_load_model
+from safetensors.torch import save_file
 from safetensors.torch import save_model as st_save_model
 
 from mmgpt.config import MMGPTConfig
@@ -139,15 +140,37 @@ def portable_config(model) -> MMGPTConfig:
     return cfg
 
 
-def save_model(model, path: str | Path) -> Path:
-    """Write a model directory atomically; see the module docstring for its contents."""
+def distinct_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, each with its own storage (tied weights are written once per
+    name; loading ties them again), as ``safetensors.save_file`` requires."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return out
+
+
+def save_model(model, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a model directory atomically; see the module docstring for its contents.
+
+    ``state_dict`` replaces the model's own tensors (the full weights gathered from FSDP2 shards).
+    """
     path = Path(path)
     decoder = model.decoder
     if hasattr(decoder, "peft_config"):
         raise CheckpointError("merge LoRA adapters before saving (mmgpt.train.lora.merge_lora)")
     with atomic_dir(path) as tmp:
         (tmp / CONFIG).write_text(portable_config(model).to_json())
-        st_save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", "producer": "mmgpt"})
+        meta = {"format": "pt", "producer": "mmgpt"}
+        if state_dict is None:
+            st_save_model(model, str(tmp / WEIGHTS), metadata=meta)
+        else:
+            save_file(distinct_tensors(state_dict), str(tmp / WEIGHTS), metadata=meta)
         model.tokenizer.save_pretrained(str(tmp))
         write_manifest(tmp)
     return path

@@ -64,6 +64,10 @@ class MMGPT(nn.Module):
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.media_token_ids = {m: ids[MEDIA_TOKENS[m][1]] for m in config.modalities}
+        # Set by the trainer under FSDP2: every encoder and adapter takes part in every training
+        # step (a modality absent from a batch runs on a blank input and adds 0 to the output), so
+        # all processes reduce the same gradients. DDP instead tolerates unused parameters.
+        self.use_every_part = False
         self.stop_token_ids = [ids[IM_END], ids[EOS]]
         self.pad_token_id = ids[PAD]
         self.encoders = nn.ModuleDict()
@@ -100,11 +104,12 @@ class MMGPT(nn.Module):
 
         return load_model(cls, path, map_location)
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and the tokenizer files atomically."""
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizer files atomically
+        (``state_dict``: full weights to write instead of the model's own, e.g. gathered from FSDP2)."""
         from mmgpt.checkpoint import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, state_dict)
 
     @property
     def processor(self) -> Processor:
@@ -164,6 +169,14 @@ class MMGPT(nn.Module):
         keep = torch.arange(out.shape[1], device=out.device)[None, :] < out_len.to(out.device)[:, None]  # (I, N)
         return out[keep]  # (sum N_i, H)
 
+    def _blank_media(self, modality: str, device: torch.device) -> torch.Tensor:
+        """Adapter output of one blank image or one second of silence."""
+        if modality == "image":
+            size = self.config.vision.img_size
+            return self.encode_media("image", {"pixel_values": torch.zeros(1, 3, size, size, device=device)})
+        return self.encode_media("audio", {"audio_values": torch.zeros(1, 16_000, device=device),
+                                           "audio_lengths": torch.tensor([16_000])})
+
     def embed(self, batch: dict) -> torch.Tensor:
         """Token embeddings with media features scattered into the pad positions: (B, T, H).
 
@@ -179,6 +192,8 @@ class MMGPT(nn.Module):
                 batch.get("pixel_values" if modality == "image" else "audio_values") is not None
             )
             if n_pad == 0 and not has_media:
+                if self.use_every_part and self.training:
+                    embeds = embeds + 0.0 * self._blank_media(modality, embeds.device).sum().to(embeds.dtype)
                 continue
             if not has_media:
                 raise ValueError(f"{modality}: input_ids hold {n_pad} {modality} pad tokens but no {modality} was given")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
-from mmgpt.checkpoint import atomic_dir, atomic_write_text, verify_manifest, write_manifest
+from mmgpt.checkpoint import atomic_dir, atomic_write_text, distinct_tensors, verify_manifest, write_manifest
 from mmgpt.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
     state: dict[int, dict[str, Any]] = {}
     for name, value in list(tensors.items()) + list(info["scalars"].items()):
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
+        idx, key = name.rsplit(".", 1)  # idx: a parameter index, or its name (FSDP2 full state)
+        state.setdefault(int(idx) if idx.isdigit() else idx, {})[key] = value
     return {"state": state, "param_groups": info["param_groups"]}
 
 
@@ -72,13 +72,20 @@ def set_rng_state(tensors: dict[str, torch.Tensor], info: dict) -> None:
 
 
 def save_training_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, scheduler,
-                             state: dict[str, Any], keep_last: int) -> Path:
-    """Write ``root/step-XXXXXXXX`` atomically, point ``latest`` at it, prune old ones."""
+                             state: dict[str, Any], keep_last: int, gathered: tuple[dict, dict] | None = None) -> Path:
+    """Write ``root/step-XXXXXXXX`` atomically, point ``latest`` at it, prune old ones.
+
+    ``gathered``: (model, optimiser) full state dicts gathered from FSDP2 shards, written
+    instead of ``model`` and ``optimizer``'s own.
+    """
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     with atomic_dir(root / name) as tmp:
-        st_save_model(model, str(tmp / "model.safetensors"))
-        opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
+        if gathered is None:
+            st_save_model(model, str(tmp / "model.safetensors"))
+        else:
+            save_file(distinct_tensors(gathered[0]), str(tmp / "model.safetensors"))
+        opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict() if gathered is None else gathered[1])
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         rng_tensors, rng_info = rng_state()
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
@@ -102,8 +109,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any]:
+def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
+                             sharded: bool = False) -> dict[str, Any]:
     """Restore model, optimiser, scheduler and RNG from ``path``; returns the trainer state.
+
+    ``sharded``: the model is FSDP2-sharded; every process reads the full state and keeps its
+    shards (call on every process).
 
     Raises:
         CheckpointError: a file is missing or damaged, or does not fit the model / optimiser.
@@ -111,12 +122,18 @@ def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, sche
     verify_manifest(path)
     try:
         state = json.loads((path / "trainer_state.json").read_text())
-        missing, unexpected = st_load_model(model, str(path / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
         opt = _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-        optimizer.load_state_dict(opt)
+        if sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            set_state_dict(model, optimizer, model_state_dict=load_file(str(path / "model.safetensors")),
+                           optim_state_dict=opt, options=StateDictOptions(full_state_dict=True))
+        else:
+            missing, unexpected = st_load_model(model, str(path / "model.safetensors"), strict=False)
+            if missing or unexpected:
+                raise CheckpointError(f"{path}: weights do not match the model (missing {sorted(missing)[:3]}, "
+                                      f"unexpected {sorted(unexpected)[:3]})")
+            optimizer.load_state_dict(opt)
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
     except (OSError, json.JSONDecodeError, KeyError, ValueError, SafetensorError, RuntimeError) as e:

@@ -72,6 +72,7 @@ def wrap_model(model: nn.Module, d: Dist, strategy: str) -> nn.Module:
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        model.use_every_part = True  # the same parameters get gradients on every process
         decoder = model.decoder
         layers = getattr(getattr(decoder, "model", decoder), "layers", None)
         for layer in layers or []:
@@ -85,6 +86,32 @@ def wrap_model(model: nn.Module, d: Dist, strategy: str) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 sharded ``model``'s parameters (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def gather_full_state(model: nn.Module, optimizer=None) -> tuple[dict, dict | None]:
+    """Full (unsharded, CPU) model and optimiser state dicts of an FSDP2 model: a collective,
+    called on every process; the optimiser state is keyed by parameter name."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        state, optim = get_model_state_dict(model, options=opts), None
+    else:
+        state, optim = get_state_dict(model, optimizer, options=opts)
+    # Tied weights (embedding / LM head) once, under the alphabetically first name, as
+    # safetensors' save_model writes them.
+    names: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(t), []).append(name)
+    keep = {min(group) for group in names.values()}
+    return {k: v for k, v in state.items() if k in keep}, optim
 
 
 def full_state_dict(model: nn.Module, d: Dist) -> dict[str, torch.Tensor] | None:

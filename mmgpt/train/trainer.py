@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from mmgpt.config import MMGPTConfig, deep_merge, from_dict, read_yaml
 from mmgpt.encoders.feature_cache import FeatureCache, encoder_fingerprint
+from mmgpt.errors import ConfigError
 from mmgpt.model import MMGPT
 from mmgpt.tokenizer import train_bpe
 from mmgpt.train import distributed as D
@@ -116,13 +117,19 @@ class Trainer:
             group_keys=[self.data.modality_key(i) for i in range(len(self.data))] if grouped else None,
         )
         self.total_steps = self.schedule.total_steps(cfg.epochs, cfg.max_steps)
+        # Wrap first: FSDP2's fully_shard swaps the parameters for sharded ones, which the
+        # optimiser must hold.
+        if cfg.distributed == "fsdp" and self.dist.enabled and (cfg.lora.enabled or self.contrastive):
+            raise ConfigError("distributed=fsdp: LoRA and the contrastive stage run under ddp only "
+                              "(their models are small; LoRA merges on one process)")
+        self.wrapped = D.wrap_model(self.module, self.dist, cfg.distributed)
+        self.sharded = D.is_sharded(model)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, self.total_steps))
-        self.wrapped = D.wrap_model(self.module, self.dist, cfg.distributed)
         self.start_step = 0
         ckpt_root = cfg.run_dir / "checkpoints"
         if cfg.resume and (last := latest_checkpoint(ckpt_root)) is not None:
-            state = load_training_checkpoint(last, model, self.optimizer, self.scheduler)
+            state = load_training_checkpoint(last, model, self.optimizer, self.scheduler, sharded=self.sharded)
             self.start_step = state["step"]
         self.caches = self._feature_caches()
         self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
@@ -313,21 +320,25 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> None:
         self.flush_caches(step)  # before the checkpoint: a resume finds every feature it had
+        gathered = D.gather_full_state(self.model, self.optimizer) if self.sharded else None  # every process
         if self.dist.is_main:
             save_training_checkpoint(self.cfg.run_dir / "checkpoints", step, self.model, self.optimizer,
-                                     self.scheduler, {"config": self.cfg.to_dict()}, self.cfg.keep_last)
+                                     self.scheduler, {"config": self.cfg.to_dict()}, self.cfg.keep_last, gathered)
         D.barrier(self.dist)
 
     def finish(self, step: int, stats: dict) -> Path:
         """Save the final model (LoRA merged, contrastive heads dropped), plot, summarise."""
         cfg = self.cfg
         final = cfg.run_dir / "final"
+        full = D.gather_full_state(self.model)[0] if self.sharded else None  # a collective: every process
         if self.dist.is_main:
             if cfg.lora.enabled and cfg.lora.merge_on_save:
                 merge_lora(self.model)
             if self.contrastive:
                 del self.model.contrastive_heads
-            self.model.save_pretrained(final)
+            if full is not None:
+                full = {k: v for k, v in full.items() if not k.startswith("contrastive_heads.")}
+            self.model.save_pretrained(final, full)
             records = self.metrics.records()
             plot_metrics(records, cfg.run_dir / "loss.png", title=f"{cfg.name} ({cfg.stage})")
             last = [r for r in records if r.get("kind") == "train"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -24,10 +25,12 @@ def losses(run_dir):
     return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
 
 
-def test_two_process_ddp_equals_one_process(st_data, base_ckpt, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_ddp_equals_one_process(st_data, base_ckpt, tmp_path, strategy):
+    """DDP, and FSDP2 (decoder layers sharded over the 2 processes), match 1 process."""
     common = dict(init_from=base_ckpt, max_steps=4, batch_size=3, feature_cache="false")
     one = overrides(st_data, tmp_path / "one", grad_accum=2, name="one", **common)
-    two = overrides(st_data, tmp_path / "two", grad_accum=1, name="two", **common)
+    two = overrides(st_data, tmp_path / "two", grad_accum=1, name="two", distributed=strategy, **common)
     subprocess.run([sys.executable, "-m", "mmgpt.cli", "train", str(RECIPE), *one], cwd=ROOT, check=True,
                    capture_output=True)
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -42,6 +45,29 @@ def test_two_process_ddp_equals_one_process(st_data, base_ckpt, tmp_path):
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
     load(tmp_path / "two" / "two" / "final")
+
+
+def test_fsdp_checkpoint_resumes_to_the_same_weights(st_data, base_ckpt, tmp_path):
+    """An FSDP2 checkpoint (full state gathered from the shards) resumes exactly: resuming from
+    step 2 of 4 ends with the weights of the uninterrupted run."""
+    args = overrides(st_data, tmp_path, init_from=base_ckpt, max_steps=4, batch_size=2, feature_cache="false",
+                     distributed="fsdp", save_every=2, keep_last=3, name="f")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "mmgpt.cli", "train", str(RECIPE)]
+    res = subprocess.run([*torchrun, *args], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "f"
+    uninterrupted = load_file(str(run / "final" / "model.safetensors"))
+    assert (run / "checkpoints" / "latest").read_text() == "step-00000002"  # the last one before the end
+    assert load_file(str(run / "checkpoints" / "step-00000002" / "model.safetensors")).keys() == uninterrupted.keys()
+    shutil.rmtree(run / "final")
+    res = subprocess.run([*torchrun, *args, "resume=true"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "(step 2)" in res.stderr  # it did resume (a fresh run would also end the same)
+    resumed = load_file(str(run / "final" / "model.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    for k in resumed:
+        assert torch.equal(resumed[k], uninterrupted[k]), k
 
 
 def test_lora_trains_only_lora_and_merge_is_exact(st_data, base_ckpt, tmp_path):
