@@ -51,6 +51,8 @@ class LogMel(nn.Module):
     padded on its own before batching, so batched and single results agree.
     """
 
+    BLOCK = 1024  # frames per block of the transform
+
     def __init__(self, n_mels: int = 80) -> None:
         super().__init__()
         fb = torchaudio.functional.melscale_fbanks(
@@ -58,6 +60,8 @@ class LogMel(nn.Module):
             sample_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney",
         )  # (N_FFT/2+1, M)
         self.register_buffer("filters", fb.T.contiguous(), persistent=False)  # (M, N_FFT/2+1)
+        # The same filters for interleaved (re, im) spectra: sum_k (re_k^2 + im_k^2) f_k.
+        self.register_buffer("filters_ri", fb.repeat_interleave(2, dim=0).contiguous(), persistent=False)  # (2K, M)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.n_mels = n_mels
 
@@ -79,26 +83,35 @@ class LogMel(nn.Module):
             raise InvalidMediaError(f"audio clip of {int(lengths.min())} samples is shorter than one 10 ms frame")
         pad = N_FFT // 2
         frame_lengths = lengths // HOP
-        # Frames of every clip, back to back: no padding frames are transformed (clips of mixed
-        # length would otherwise pay for the longest one), and one FFT and one matmul serve all.
-        frames = []
+        # Every clip centred on its own (reflect padding) and padded to whole hops, back to back
+        # in one signal: its frames are then rows offset, offset+1, ... of one strided view, and
+        # no padding frames of shorter clips are transformed.
+        segments, offsets, at = [], [], 0
         for i, n in enumerate(lengths.tolist()):
             clip = waveforms[i, :n].float()[None, None]  # (1, 1, n)
-            mode = "reflect" if n > pad else "constant"
-            centred = F.pad(clip, (pad, pad), mode=mode)[0, 0]
-            frames.append(centred.unfold(-1, N_FFT, HOP)[: n // HOP])  # drop the last frame, as Whisper does
-        frames = torch.cat(frames).mul_(self.window)  # (sum F_i, N_FFT)
-        spec = torch.fft.rfft(frames, dim=-1)  # (sum F_i, N_FFT/2+1) complex
-        power = spec.real.square() + spec.imag.square()
-        mel = power @ self.filters.T  # (sum F_i, M)
+            centred = F.pad(clip, (pad, pad), mode="reflect" if n > pad else "constant")[0, 0]
+            segments.append(F.pad(centred, (0, -centred.numel() % HOP)))
+            offsets.append(at)
+            at += segments[-1].numel() // HOP
+        frames = torch.cat(segments).unfold(0, N_FFT, HOP)  # (R, N_FFT) view
+        # Blocks of rows small enough to stay in cache through window, FFT, power and mel.
+        mel = frames.new_empty(frames.shape[0], self.n_mels)  # (R, M)
+        for r in range(0, frames.shape[0], self.BLOCK):
+            block = frames[r: r + self.BLOCK] * self.window
+            spec = torch.view_as_real(torch.fft.rfft(block, dim=-1)).reshape(block.shape[0], -1)  # (b, 2K): re, im
+            out = mel[r: r + self.BLOCK]
+            torch.mm(spec.square_(), self.filters_ri, out=out)  # |X|^2 @ filters
+            out.clamp_(min=1e-10).log10_().add_(4.0).div_(4.0)  # (log10 + 4) / 4, while in cache
         n_frames = int(frame_lengths.max())
-        valid = torch.arange(n_frames)[None, :] < frame_lengths[:, None]  # (B, F)
-        valid = valid.to(mel.device)
-        log_spec = mel.new_full((B, n_frames, self.n_mels), float("-inf"))
-        log_spec[valid] = mel.clamp_(min=1e-10).log10_()  # row-major order of valid == concatenation order
+        steps = torch.arange(n_frames)
+        valid = steps[None, :] < frame_lengths[:, None]  # (B, F); the clip's last frame is dropped, as Whisper does
+        rows = (torch.tensor(offsets)[:, None] + steps[None, :]).clamp_(max=frames.shape[0] - 1)
+        valid, rows = valid.to(mel.device), rows.to(mel.device)
+        log_spec = mel[rows].masked_fill_(~valid[..., None], float("-inf"))  # (B, F, M)
         peak = log_spec.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1): each clip's own max
-        log_spec = torch.maximum(log_spec, peak - 8.0).add_(4.0).div_(4.0).transpose(1, 2)  # (B, M, F)
-        return log_spec.masked_fill(~valid[:, None, :], 0.0), frame_lengths
+        # clamp at max - 8 before scaling == clamp at scaled max - 2 after it
+        log_spec = torch.maximum(log_spec, peak - 2.0, out=log_spec).transpose(1, 2)  # (B, M, F)
+        return log_spec.masked_fill_(~valid[:, None, :], 0.0), frame_lengths
 
 
 def build_whisper_config(cfg) -> WhisperConfig:
