@@ -28,6 +28,8 @@ class DataPlan:
     test: int = 1_000
     gen: int = 400
     seed: int = 0
+    scene_lines: float = 8.0  # lines per generated scene: fewer = more distinct images and clips
+    mix: dict[str, float] = field(default_factory=dict)  # task weights over the generator's defaults
 
 
 @dataclass
@@ -71,7 +73,8 @@ def ensure_data(plan: DataPlan) -> Path:
 
     out = Path(plan.out)
     stamp = out / "quickstart.json"
-    want = {"train": plan.train, "val": plan.val, "test": plan.test, "gen": plan.gen, "seed": plan.seed}
+    want = {"train": plan.train, "val": plan.val, "test": plan.test, "gen": plan.gen, "seed": plan.seed,
+            "scene_lines": plan.scene_lines, "mix": plan.mix}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         print(f"using existing {out}")
         return out

@@ -90,7 +90,8 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     bound = _ratio(fly, fly - enc)
     out.append(_row("feature_cache", "stage-1 epoch, cached features vs on the fly", _fmt_s(cached), _fmt_s(fly),
                     _ratio(fly, cached), "" if math.isnan(bound) else
-                    f"encoders are {enc / fly:.0%} of the uncached epoch: no cache can beat {bound:.2f}x here"))
+                    f"encoder forwards are {enc / fly:.0%} of the uncached epoch (saving only them: {bound:.2f}x); "
+                    "media decoding and hashing remain on both sides"))
     a = results.get("audio_frontend")
     ta, lr = _med(a, "torchaudio", "seconds"), _med(a, "librosa", "seconds")
     diff = (a or {}).get("sides", {}).get("torchaudio", {}).get("info", {}).get("max_abs_diff_vs_librosa")
