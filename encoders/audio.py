@@ -75,6 +75,11 @@ class LogMel(nn.Module):
         Raises:
             InvalidMediaError: a clip is shorter than one 10 ms frame.
         """
+        # Always fp32: under a bf16 autocast the mel matmul would lose the low bins' precision.
+        with torch.autocast(waveforms.device.type, enabled=False):
+            return self._forward(waveforms.float(), lengths)
+
+    def _forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         B, S = waveforms.shape
         if lengths is None:
             lengths = torch.full((B,), S, dtype=torch.long)

@@ -46,6 +46,16 @@ def test_log_mel_batched_equals_single():
     assert (mel[1, :, n[1]:] == 0).all()
 
 
+def test_log_mel_is_fp32_under_bf16_autocast():
+    """The trainer encodes under bf16 autocast; the front end must not follow it."""
+    x = torch.stack([wave(1.0, 4), wave(1.0, 5)])
+    ref, _ = LogMel(80)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = LogMel(80)(x)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, ref)
+
+
 def test_feature_length_proportional_to_duration(encoder):
     with torch.no_grad():
         short, ls = encoder(wave(0.5)[None])
