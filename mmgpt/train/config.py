@@ -139,6 +139,8 @@ class TrainConfig:
     save_every: int = 0  # steps between checkpoints; 0 = at the end only
     keep_last: int = 2
     resume: bool = False
+    # Under torchrun: "ddp" replicates the model; "fsdp" shards the decoder layers with FSDP2
+    # (checkpoints gather the full weights; not for LoRA or the contrastive stage).
     distributed: Literal["ddp", "fsdp"] = "ddp"
     progress: bool = True
 
