@@ -114,16 +114,6 @@ def gather_full_state(model: nn.Module, optimizer=None) -> tuple[dict, dict | No
     return {k: v for k, v in state.items() if k in keep}, optim
 
 
-def full_state_dict(model: nn.Module, d: Dist) -> dict[str, torch.Tensor] | None:
-    """A full, unsharded state dict on rank 0 (FSDP2 shards are gathered); None elsewhere."""
-    from torch.distributed.tensor import DTensor
-
-    state = unwrap(model).state_dict()
-    if any(isinstance(v, DTensor) for v in state.values()):
-        state = {k: (v.full_tensor() if isinstance(v, DTensor) else v) for k, v in state.items()}
-    return {k: v.detach().cpu() for k, v in state.items()} if d.is_main else None
-
-
 def cleanup(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -52,8 +52,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
         raise ValueError("no trainable parameters: check the stage's `trainable` flags")
     for g in groups:
         g.pop("names")
+    from torch.distributed.tensor import DTensor
+
     params = [p for g in groups for p in g["params"]]
-    sharded = any(type(p.data).__name__ == "DTensor" for p in params)  # FSDP2: keep foreach
+    sharded = any(isinstance(p, DTensor) for p in params)  # FSDP2: keep foreach
     fused = not sharded and params[0].device.type in ("cpu", "cuda", "mps", "xpu")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              fused=fused or None, foreach=None if fused else True)
