@@ -47,6 +47,26 @@ def frame_stack(x: torch.Tensor, k: int, lengths: torch.Tensor) -> tuple[torch.T
     return x, (lengths + k - 1) // k
 
 
+def sincos_2d(n: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embedding of a square grid of ``n`` tokens: (n, dim), unit rows.
+
+    Half the channels encode the row, half the column. A coordinate t in (0, 1) (cell centre)
+    is encoded as sin / cos of pi * t * f for frequencies f from 1 (cos separates the two
+    halves of the image) to the grid side (separates neighbours). A non-square ``n`` is
+    treated as one row.
+    """
+    side = math.isqrt(n)
+    rows, cols = (side, side) if side * side == n else (1, n)
+    quarter = max(dim // 4, 1)
+    top = math.log2(max(rows, cols, 2))
+    freq = math.pi * 2.0 ** torch.linspace(0.0, top, quarter)  # (Q,)
+    r, c = torch.meshgrid((torch.arange(rows) + 0.5) / rows, (torch.arange(cols) + 0.5) / cols, indexing="ij")
+    parts = [f(t.reshape(-1, 1) * freq) for t in (r, c) for f in (torch.sin, torch.cos)]  # 4 x (n, Q)
+    emb = torch.cat(parts, dim=1)[:, :dim]
+    emb = F.pad(emb, (0, dim - emb.shape[1]))  # (n, dim)
+    return emb / emb.norm(dim=1, keepdim=True).clamp(min=1e-6)
+
+
 def adapter_tokens(cfg: AdapterConfig, n_in: int) -> int:
     """Tokens an adapter with config ``cfg`` outputs for ``n_in`` encoder tokens of one item.
 
@@ -151,8 +171,9 @@ class Adapter(nn.Module):
         if cfg.pos_embed:
             if num_in is None:
                 raise ConfigError(f"adapters.{modality}.pos_embed needs a fixed number of tokens (images only)")
-            # Says which patch of the grid a token is, so the decoder can find "the top left" by content.
-            self.pos = nn.Parameter(torch.randn(adapter_tokens(cfg, num_in), out_dim) * 0.02)
+            # Says which patch of the grid a token is, so the decoder can find "the top left" by
+            # content. Starts from a 2-D sine-cosine layout (informative from step one) and learns.
+            self.pos = nn.Parameter(sincos_2d(adapter_tokens(cfg, num_in), out_dim))
         if cfg.reducer == "pixel_shuffle" and modality != "image":
             raise ConfigError(f"adapters.{modality}.reducer: pixel_shuffle works on image patch grids only")
         if cfg.reducer == "frame_stack" and modality != "audio":

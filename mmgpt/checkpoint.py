@@ -191,6 +191,8 @@ def load_model(cls, path: str | Path, map_location: str | torch.device = "cpu", 
         config = MMGPTConfig.from_json(path / CONFIG)
     except ConfigError as e:
         raise CheckpointError(f"{path / CONFIG}: {e}") from e
+    if "prefix_space" not in json.loads((path / CONFIG).read_text()).get("tokenizer", {}):
+        config.tokenizer.prefix_space = False  # saved before the option existed: trained without it
     tokenizer = load_tokenizer(path)
     model = cls(config, tokenizer, load_weights=False)
     try:

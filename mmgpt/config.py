@@ -311,11 +311,17 @@ class TokenizerConfig:
     """``path``: a local transformers tokenizer directory (or hub name); else a byte-level BPE.
 
     The byte-level BPE starts as bytes only (256 tokens + specials); ``mmgpt.tokenizer``
-    can train merges on a corpus up to ``vocab_size``.
+    can train merges on a corpus up to ``vocab_size``. ``prefix_space`` encodes every text
+    part with one leading space so a word is one token wherever it stands (see
+    :mod:`mmgpt.tokenizer`); ``None`` means on for the byte-level BPE, off for ``path``.
     """
 
     path: str | None = None
     vocab_size: int = 512
+    prefix_space: bool | None = None
+
+    def resolved_prefix_space(self) -> bool:
+        return self.path is None if self.prefix_space is None else bool(self.prefix_space)
 
 
 @dataclass

@@ -28,7 +28,16 @@ from mmgpt.decoder import build_decoder
 from mmgpt.encoders.audio import AudioEncoder
 from mmgpt.encoders.vision import VisionEncoder
 from mmgpt.processor import IGNORE, Processor
-from mmgpt.tokenizer import EOS, IM_END, MEDIA_TOKENS, PAD, byte_tokenizer, load_tokenizer, special_ids
+from mmgpt.tokenizer import (
+    EOS,
+    IM_END,
+    MEDIA_TOKENS,
+    PAD,
+    byte_tokenizer,
+    chat_template,
+    load_tokenizer,
+    special_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,9 @@ class MMGPT(nn.Module):
         self.config = config
         if tokenizer is None:
             tokenizer = load_tokenizer(config.tokenizer.path) if config.tokenizer.path else byte_tokenizer()
+        # Resolved once and kept in the config, so a saved model encodes text as it was trained.
+        config.tokenizer.prefix_space = config.tokenizer.resolved_prefix_space()
+        tokenizer.chat_template = chat_template(config.tokenizer.prefix_space)
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.media_token_ids = {m: ids[MEDIA_TOKENS[m][1]] for m in config.modalities}

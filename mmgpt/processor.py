@@ -81,6 +81,7 @@ class Processor:
         self.ids = special_ids(tokenizer)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self._newline = encode_text(tokenizer, "\n")
+        self.prefix_space = config.tokenizer.resolved_prefix_space()
         self.audio_window = None
         if config.audio is not None:
             mp = (config.audio.hf_config or {}).get("max_source_positions", config.audio.max_source_positions)
@@ -129,7 +130,7 @@ class Processor:
                 add(encode_text(self.tokenizer, turn.role) + self._newline, False, False)
             for seg in turn.segments:
                 if seg.type == "text":
-                    add(encode_text(self.tokenizer, seg.text), train, True)
+                    add(self.encode_text(seg.text), train, True)
                 else:
                     n = self._add_media(seg, sample.source, images, audios)
                     start, pad, end = MEDIA_TOKENS[seg.type]
@@ -164,6 +165,10 @@ class Processor:
         wav = load_audio(seg.media, max_seconds=self.max_audio_seconds)
         audios.append(torch.from_numpy(wav))
         return self.num_media_tokens("audio", len(wav))
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of one text part as the model reads it (with the prefix space when on)."""
+        return encode_text(self.tokenizer, text, self.prefix_space)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

@@ -12,6 +12,14 @@ the item's N tokens). Special tokens:
 
 User text is always encoded with special-token matching off (:func:`encode_text`), so typing
 ``<|image_pad|>`` or ``<|im_start|>`` yields plain text tokens, never a control token.
+
+Prefix space: a byte-level BPE has two tokens for most words, ``white`` (at the start of a
+text) and `` white`` (after a space). An answer right after ``<|im_start|>assistant\n`` would
+use the first form while captions use the second, so a model trained from scratch must learn
+every answer word twice. With ``prefix_space`` (SentencePiece's "dummy prefix"), every text
+part that does not start with whitespace is encoded with one leading space, in the processor
+and in the chat template alike, and generated text is stripped. It is on for mmgpt's own BPE
+and off for pretrained tokenizers, whose models were trained without it.
 """
 
 from __future__ import annotations
@@ -37,19 +45,31 @@ MEDIA_TOKENS = {
 }
 SPECIAL_TOKENS = [EOS, PAD, IM_START, IM_END] + [t for m in MEDIA_TOKENS.values() for t in m]
 
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- elif part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
-    "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
-)
+_TEXT = "{{- %s -}}"
+_PLAIN = "x"
+_PREFIXED = "(' ' if x[:1] not in ' \t\r\n' else '') + x"
+
+
+def chat_template(prefix_space: bool = False) -> str:
+    """The ChatML template with media parts; ``prefix_space`` puts one space before each text
+    part that does not start with whitespace (see the module docstring)."""
+    text = _PREFIXED if prefix_space else _PLAIN
+    return (
+        "{%- for message in messages -%}"
+        "{{- '<|im_start|>' + message['role'] + '\n' -}}"
+        "{%- if message['content'] is string -%}" + _TEXT % text.replace("x", "message['content']") +
+        "{%- else -%}{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'text' -%}" + _TEXT % text.replace("x", "part['text']") +
+        "{%- elif part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
+        "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
+        "{%- endif -%}{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>\n' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+    )
+
+
+CHAT_TEMPLATE = chat_template(False)
 
 
 def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
@@ -117,8 +137,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def encode_text(tokenizer, text: str) -> list[int]:
-    """Token ids of user-supplied text; special-token strings in it stay plain text."""
+def with_prefix_space(text: str) -> str:
+    """``text`` with one leading space unless it is empty or starts with whitespace."""
+    return " " + text if text and not text[0].isspace() else text
+
+
+def encode_text(tokenizer, text: str, prefix_space: bool = False) -> list[int]:
+    """Token ids of user-supplied text; special-token strings in it stay plain text.
+
+    ``prefix_space`` encodes ``with_prefix_space(text)`` (see the module docstring).
+    """
+    if prefix_space:
+        text = with_prefix_space(text)
     if not text:
         return []
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]

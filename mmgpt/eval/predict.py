@@ -104,5 +104,5 @@ def complete(model, prompts: list[Sample], max_new_tokens: int) -> list[str]:
     texts = []
     for row in out.tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-        texts.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True))
+        texts.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
     return texts

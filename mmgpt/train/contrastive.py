@@ -27,7 +27,7 @@ from torch import nn
 from mmgpt.datasets.media import load_audio, load_image
 from mmgpt.datasets.schema import Sample
 from mmgpt.errors import DataError
-from mmgpt.tokenizer import EOS, encode_text
+from mmgpt.tokenizer import EOS
 from mmgpt.train.config import ContrastiveConfig
 
 
@@ -90,7 +90,7 @@ class ContrastiveData:
             media = self.processor.image_transform(load_image(ref, max_pixels=self.processor.max_image_pixels))
         else:
             media = torch.from_numpy(load_audio(ref, max_seconds=self.processor.max_audio_seconds))
-        ids = [*encode_text(self.processor.tokenizer, caption), self.processor.ids[EOS]]
+        ids = [*self.processor.encode_text(caption), self.processor.ids[EOS]]
         return Pair(modality, media, ids, caption)
 
 

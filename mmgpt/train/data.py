@@ -67,13 +67,12 @@ class EncodedDataset:
     def estimate_length(self, i: int) -> int:
         """Cheap token count (text + media) without decoding media, for length grouping."""
         from mmgpt.datasets.media import audio_duration
-        from mmgpt.tokenizer import encode_text
 
         s = self.samples[i]
         n = 8 * len(s.turns)
         for _, seg in s.segments:
             if seg.type == "text":
-                n += len(encode_text(self.processor.tokenizer, seg.text))
+                n += len(self.processor.encode_text(seg.text))
             elif seg.type == "image":
                 n += self.processor.num_media_tokens("image") + 2
             else:

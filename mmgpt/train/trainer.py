@@ -19,10 +19,11 @@ import torch
 from tqdm import tqdm
 
 from mmgpt.config import MMGPTConfig, deep_merge, from_dict, read_yaml
+from mmgpt.datasets.schema import Sample
 from mmgpt.encoders.feature_cache import FeatureCache, encoder_fingerprint
 from mmgpt.errors import ConfigError
 from mmgpt.model import MMGPT
-from mmgpt.tokenizer import train_bpe
+from mmgpt.tokenizer import train_bpe, with_prefix_space
 from mmgpt.train import distributed as D
 from mmgpt.train.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from mmgpt.train.config import TrainConfig
@@ -46,8 +47,18 @@ class ContrastiveModule(torch.nn.Module):
         return contrastive_loss(self.model, self.heads, batch)
 
 
-def build_model(cfg: TrainConfig, train_texts: list[str], dist: D.Dist) -> MMGPT:
-    """The stage's starting model: a previous checkpoint, or a fresh one from a preset."""
+def bpe_corpus(samples: list[Sample], prefix_space: bool) -> list[str]:
+    """The text a tokenizer is trained on: each sample's text parts, one per line, written as
+    the processor will encode them (with the prefix space when it is on)."""
+    def part(text: str) -> str:
+        return with_prefix_space(text) if prefix_space else text
+
+    return ["\n".join(part(seg.text) for _, seg in s.segments if seg.type == "text") for s in samples]
+
+
+def build_model(cfg: TrainConfig, samples: list[Sample], dist: D.Dist) -> MMGPT:
+    """The stage's starting model: a previous checkpoint, or a fresh one from a preset (with a
+    BPE tokenizer trained on ``samples`` when ``train_tokenizer`` is set)."""
     if cfg.init_from:
         return MMGPT.from_pretrained(cfg.init_from)
     mcfg = from_dict(MMGPTConfig, deep_merge(read_yaml(cfg.model), cfg.model_args))
@@ -55,7 +66,8 @@ def build_model(cfg: TrainConfig, train_texts: list[str], dist: D.Dist) -> MMGPT
     if cfg.train_tokenizer and mcfg.tokenizer.path is None:
         tok_dir = cfg.run_dir / "tokenizer"
         if dist.is_main:
-            train_bpe(train_texts, mcfg.tokenizer.vocab_size).save_pretrained(str(tok_dir))
+            corpus = bpe_corpus(samples, mcfg.tokenizer.resolved_prefix_space())
+            train_bpe(corpus, mcfg.tokenizer.vocab_size).save_pretrained(str(tok_dir))
         D.barrier(dist)  # every process loads the one tokenizer rank 0 trained
         from mmgpt.tokenizer import load_tokenizer
 
@@ -85,7 +97,7 @@ class Trainer:
         self.device = self.dist.device
         self.amp = resolve_precision(cfg.precision, self.device)
         samples = load_samples(cfg.data.train, cfg.data)
-        self.model = build_model(cfg, [s.text() for s in samples], self.dist)
+        self.model = build_model(cfg, samples, self.dist)
         model = self.model
         model.set_trainable(cfg.trainable_parts())
         if cfg.lora.enabled:

@@ -131,14 +131,14 @@ def test_inspect_marks_trained_tokens_and_collapses_pads(tmp_path, proc):
     status = inspect_dataset(path, proc, n=1, file=out)
     text = out.getvalue()
     assert status == 0
-    assert "[[red<|im_end|>]]" in text and "<|image_start|><|image_pad|>×4<|image_end|>What colour?" in text
-    assert "tokens: 42, trained: 4" in text  # 3 bytes of "red" + <|im_end|> with the byte-level tokenizer
+    assert "[[ red<|im_end|>]]" in text and "<|image_start|><|image_pad|>×4<|image_end|> What colour?" in text
+    assert "tokens: 44, trained: 5" in text  # prefix space + 3 bytes of "red" + <|im_end|> (byte-level tokenizer)
     assert text.count("[[") == 1 and "=== sample 2" not in text
     out = io.StringIO()
     assert inspect_dataset(path, proc, n=5, file=out) == 1  # the second sample trains nothing
     assert "!!! ERROR: nothing trained" in out.getvalue() and f"{path}:2" in out.getvalue()
     enc = proc(chat("What colour?", "red", image=str(tmp_path / "img.png"))["messages"])
-    assert "\033[32;1m[[red<|im_end|>]]\033[0m" in render_tokens(enc, proc, color=True)
+    assert "\033[32;1m[[ red<|im_end|>]]\033[0m" in render_tokens(enc, proc, color=True)
 
 
 def test_cli_end_to_end(shapestones, broken, tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmgpt.adapters import Adapter, adapter_tokens, frame_stack, pixel_shuffle
+from mmgpt.adapters import Adapter, adapter_tokens, frame_stack, pixel_shuffle, sincos_2d
 from mmgpt.config import AdapterConfig
 from mmgpt.errors import ConfigError
 
@@ -91,3 +91,17 @@ def test_position_embedding_makes_identical_patches_distinct():
     assert not torch.allclose(out[0, 0], out[0, 1])
     with pytest.raises(ConfigError, match="fixed number of tokens"):
         Adapter(AdapterConfig(pos_embed=True), 6, 8, "audio")
+
+
+def test_sincos_position_start_is_unit_norm_distinct_and_separates_halves():
+    emb = sincos_2d(16, 64)  # a 4 x 4 grid
+    assert emb.shape == (16, 64)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(16))
+    dist = torch.cdist(emb, emb) + torch.eye(16) * 10
+    assert dist.min() > 0.2  # every cell has its own vector
+    # The lowest-frequency cosine channel of the rows is positive in the top half, negative below.
+    q = 64 // 4
+    row_cos = emb[:, q].reshape(4, 4)
+    assert (row_cos[:2] > 0).all() and (row_cos[2:] < 0).all()
+    ad = Adapter(AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2, pos_embed=True), 6, 64, "image", 64)
+    torch.testing.assert_close(ad.pos.detach(), emb)  # the adapter starts from it and learns

@@ -42,7 +42,7 @@ def readable_model(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def model():
-    return readable_model(seed=2)  # a seed whose answers depend on the history (checked below)
+    return readable_model(seed=0)  # a seed whose answers depend on the history (checked below)
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def test_image_audio_text_in_one_sequence(tiny_model):
     batch = collate([tiny_model.processor(msgs)], tiny_model.pad_token_id)
     out = tiny_model(**model_inputs(batch))
     assert out.logits.shape == (*batch["input_ids"].shape, len(tiny_model.tokenizer))
-    assert out.num_targets == 4  # "y", "e", "s" (bytes) and <|im_end|>
+    assert out.num_targets == 5  # " ", "y", "e", "s" (bytes: prefix space + answer) and <|im_end|>
     assert torch.isfinite(out.loss)
 
 

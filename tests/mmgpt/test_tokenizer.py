@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -54,8 +57,29 @@ def test_chat_template_matches_processor_layout(tiny_model):
     assert text.endswith("<|im_start|>assistant\n")
     media = [{"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "text", "text": "?"}]}]
     rendered = tok.apply_chat_template(media, tokenize=False)
-    assert rendered == ("<|im_start|>user\n<|image_start|><|image_pad|><|image_end|>"
-                        "<|audio_start|><|audio_pad|><|audio_end|>?<|im_end|>\n")
+    assert rendered == ("<|im_start|>user\n<|image_start|><|image_pad|><|image_end|>"  # prefix space on
+                        "<|audio_start|><|audio_pad|><|audio_end|> ?<|im_end|>\n")
+
+
+@pytest.mark.parametrize("prefix_space", [True, False])
+def test_prefix_space_makes_an_answer_word_the_caption_word(tiny_model, prefix_space):
+    from mmgpt.model import MMGPT
+
+    cfg = copy.deepcopy(tiny_model.config)
+    cfg.tokenizer.prefix_space = prefix_space
+    corpus = ["two shapes: a large white star at the top left.", "white", "What colour is it?"] * 30
+    model = MMGPT(cfg, train_bpe(corpus, vocab_size=330))
+    tok, proc = model.tokenizer, model.processor
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "What colour is it?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "white"}]},
+            {"role": "user", "content": "And the shape?"}]
+    ids = proc(msgs).input_ids.tolist()
+    assert ids == tok.apply_chat_template(msgs, tokenize=True)["input_ids"]  # template == processor
+    caption_white = encode_text(tok, " white")
+    answer = encode_text(tok, "white", prefix_space)
+    assert (answer == caption_white) is prefix_space  # one token for the word wherever it stands
+    assert len(caption_white) == 1
+    assert tok.decode(answer).strip() == "white"
 
 
 def test_transformers_tokenizer_from_local_dir_gets_mmgpt_tokens(tmp_path):
