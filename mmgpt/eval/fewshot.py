@@ -23,6 +23,7 @@ encoder features (RICES), with the support embeddings computed once per medium.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -115,7 +116,9 @@ def build_prompt(query: EvalItem, examples: list[EvalItem], format: PromptFormat
 
 # ---------------------------------------------------------------------- selection
 def _seed_for(seed: int, source: str) -> int:
-    return zlib.crc32(f"{seed}:{source}".encode())
+    """Per-query seed from the file name and line of ``source`` (``path:line``), not the folder,
+    so the same data file picks the same examples wherever it lives."""
+    return zlib.crc32(f"{seed}:{Path(source).name}".encode())
 
 
 class MediaEmbedder:

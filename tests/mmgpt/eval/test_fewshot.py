@@ -109,3 +109,11 @@ def test_similar_selection_finds_the_same_picture_under_another_name(tiny_model,
     assert len(embedder.cache) == cached == 5  # support media embedded once
     with pytest.raises(ConfigError):
         ExampleSelector(pool, "similar")
+
+
+def test_random_examples_do_not_depend_on_the_data_folder():
+    from mmgpt.eval.fewshot import _seed_for
+
+    assert _seed_for(0, "/tmp/a/test.jsonl:3") == _seed_for(0, "/data/b/test.jsonl:3")
+    assert _seed_for(0, "/tmp/a/test.jsonl:3") != _seed_for(0, "/tmp/a/test.jsonl:4")
+    assert _seed_for(0, "/tmp/a/test.jsonl:3") != _seed_for(1, "/tmp/a/test.jsonl:3")
