@@ -45,21 +45,22 @@ MEDIA_TOKENS = {
 }
 SPECIAL_TOKENS = [EOS, PAD, IM_START, IM_END] + [t for m in MEDIA_TOKENS.values() for t in m]
 
-_TEXT = "{{- %s -}}"
-_PLAIN = "x"
-_PREFIXED = "(' ' if x[:1] not in ' \t\r\n' else '') + x"
+def _text_part(var: str, prefix_space: bool) -> str:
+    """Jinja that prints the text in ``var``, with one leading space if asked and it has none."""
+    if not prefix_space:
+        return "{{- " + var + " -}}"
+    return "{{- (' ' if " + var + "[:1] not in ' \\t\\r\\n' else '') + " + var + " -}}"
 
 
 def chat_template(prefix_space: bool = False) -> str:
     """The ChatML template with media parts; ``prefix_space`` puts one space before each text
     part that does not start with whitespace (see the module docstring)."""
-    text = _PREFIXED if prefix_space else _PLAIN
     return (
         "{%- for message in messages -%}"
         "{{- '<|im_start|>' + message['role'] + '\n' -}}"
-        "{%- if message['content'] is string -%}" + _TEXT % text.replace("x", "message['content']") +
+        "{%- if message['content'] is string -%}" + _text_part("message['content']", prefix_space) +
         "{%- else -%}{%- for part in message['content'] -%}"
-        "{%- if part['type'] == 'text' -%}" + _TEXT % text.replace("x", "part['text']") +
+        "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space) +
         "{%- elif part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
         "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"

@@ -96,3 +96,14 @@ def test_transformers_tokenizer_from_local_dir_gets_mmgpt_tokens(tmp_path):
     assert min(ids.values()) >= len(vocab)
     assert tok.pad_token is not None
     assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False) == "<|im_start|>user\nx<|im_end|>\n"
+
+
+def test_prefix_space_template_matches_with_prefix_space_for_every_start():
+    from mmgpt.tokenizer import chat_template, with_prefix_space
+
+    tok = byte_tokenizer()
+    tok.chat_template = chat_template(True)
+    for text in ["x", "\nx", "\tx", " x", ""]:
+        rendered = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+        assert rendered == f"<|im_start|>user\n{with_prefix_space(text)}<|im_end|>\n"
+    assert [with_prefix_space(t) for t in ["x", "\nx", " x", ""]] == [" x", "\nx", " x", ""]
