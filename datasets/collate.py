@@ -7,8 +7,15 @@ real tokens (padded batches); ``sequence_ids`` (B, L) the index of the sample ea
 belongs to, -1 on padding (packed batches: the model turns it into a block-diagonal causal
 mask, so packed samples never attend to each other); ``pixel_values`` (I_img, 3, H, W);
 ``audio_values`` (I_aud, S) and ``audio_lengths`` (I_aud,); ``padding_fraction``;
-``num_targets``; ``meta`` (list of dicts). Media are ordered as their pad tokens appear
-row by row, the order in which the model scatters them.
+``num_targets``; ``target_weight`` (the loss normaliser: ``num_targets`` under token
+weighting); ``loss_weights`` (B, L) per-target weights, only for ``sample``/``square``
+weighting; ``meta`` (list of dicts). Media are ordered as their pad tokens appear row by row,
+the order in which the model scatters them.
+
+Loss weighting (``weighting``): ``token`` averages over every target token of the batch, so a
+40-token caption outweighs a one-word answer 40 to 1; ``sample`` gives each sample the same
+total weight (mean over samples of each sample's token mean); ``square`` weights a sample's
+tokens by 1/sqrt(its target count), InternVL 2.5's compromise between the two.
 
 Padding is on the right for training and on the left for generation. Packing puts several
 samples in one row up to ``max_len`` (first fit, in the given order); position ids restart
@@ -18,11 +25,43 @@ targets (and loss) of the same samples padded one per row.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
 
 IGNORE = -100
+Weighting = Literal["token", "sample", "square"]
+WEIGHTINGS: tuple[str, ...] = ("token", "sample", "square")
+
+
+def sample_weight(num_targets: int, weighting: str) -> float:
+    """Loss weight of each target token of a sample with ``num_targets`` targets."""
+    if weighting == "token" or num_targets == 0:
+        return 1.0
+    if weighting == "sample":
+        return 1.0 / num_targets
+    if weighting == "square":
+        return 1.0 / math.sqrt(num_targets)
+    raise ValueError(f"loss weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+
+
+def _add_weights(batch: dict[str, Any], spans: list[tuple[int, slice]], weighting: str) -> None:
+    """Set ``num_targets``, ``target_weight`` and (unless token weighting) ``loss_weights``
+    from the (row, span) of every sample."""
+    labels = batch["labels"]
+    target = labels != IGNORE  # (B, L)
+    batch["num_targets"] = int(target[:, 1:].sum())
+    if weighting == "token":
+        batch["target_weight"] = float(batch["num_targets"])
+        return
+    weights = torch.zeros(labels.shape, dtype=torch.float32)  # (B, L)
+    for row, span in spans:
+        n = int(target[row, span].sum())
+        weights[row, span] = sample_weight(n, weighting)
+    weights *= target
+    batch["loss_weights"] = weights
+    batch["target_weight"] = float(weights[:, 1:].sum())
 
 
 def _media(rows: list[list[Any]]) -> dict[str, Any]:
@@ -40,7 +79,7 @@ def _media(rows: list[list[Any]]) -> dict[str, Any]:
 
 
 def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] = "right",
-            pad_to_multiple_of: int = 1) -> dict[str, Any]:
+            pad_to_multiple_of: int = 1, weighting: Weighting = "token") -> dict[str, Any]:
     """Pad one sample per row.
 
     Args:
@@ -48,6 +87,7 @@ def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] =
         pad_id: the tokenizer's pad id.
         padding_side: ``right`` for training, ``left`` for generation.
         pad_to_multiple_of: round the row length up (kernels like multiples of 8).
+        weighting: loss weighting of target tokens (see the module docstring).
     """
     lengths = [len(e) for e in encoded]
     L = max(lengths)
@@ -57,8 +97,10 @@ def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] =
     labels = torch.full((B, L), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros(B, L, dtype=torch.long)
     position_ids = torch.zeros(B, L, dtype=torch.long)
+    spans = []
     for i, (e, n) in enumerate(zip(encoded, lengths)):
         sl = slice(L - n, L) if padding_side == "left" else slice(0, n)
+        spans.append((i, sl))
         input_ids[i, sl] = e.input_ids
         labels[i, sl] = e.labels
         labels[i, sl.start] = IGNORE  # nothing predicts the first token
@@ -67,7 +109,7 @@ def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] =
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
              "position_ids": position_ids, **_media([[e] for e in encoded])}
     batch["padding_fraction"] = 1.0 - sum(lengths) / (B * L)
-    batch["num_targets"] = int((labels[:, 1:] != IGNORE).sum())
+    _add_weights(batch, spans, weighting)
     batch["meta"] = [e.meta for e in encoded]
     return batch
 
@@ -97,8 +139,9 @@ def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(encoded: list, pad_id: int, max_len: int) -> dict[str, Any]:
-    """Pack samples into rows of ``max_len`` tokens with per-sample positions and sequence ids."""
+def collate_packed(encoded: list, pad_id: int, max_len: int, weighting: Weighting = "token") -> dict[str, Any]:
+    """Pack samples into rows of ``max_len`` tokens with per-sample positions and sequence ids;
+    ``weighting`` as in :func:`collate`."""
     rows = [[encoded[i] for i in row] for row in pack_rows([len(e) for e in encoded], max_len)]
     B, L = len(rows), max(sum(len(e) for e in row) for row in rows)
     input_ids = torch.full((B, L), pad_id, dtype=torch.long)
@@ -107,10 +150,12 @@ def collate_packed(encoded: list, pad_id: int, max_len: int) -> dict[str, Any]:
     sequence_ids = torch.full((B, L), -1, dtype=torch.long)
     attention_mask = torch.zeros(B, L, dtype=torch.long)
     seq = 0
+    spans = []
     for r, row in enumerate(rows):
         start = 0
         for e in row:
             n = len(e)
+            spans.append((r, slice(start, start + n)))
             input_ids[r, start : start + n] = e.input_ids
             labels[r, start : start + n] = e.labels
             labels[r, start] = IGNORE  # the previous sample's last token must not predict this one
@@ -123,7 +168,7 @@ def collate_packed(encoded: list, pad_id: int, max_len: int) -> dict[str, Any]:
              "sequence_ids": sequence_ids, "attention_mask": attention_mask, **_media(rows)}
     real = int(attention_mask.sum())
     batch["padding_fraction"] = 1.0 - real / (B * L)
-    batch["num_targets"] = int((labels[:, 1:] != IGNORE).sum())
+    _add_weights(batch, spans, weighting)
     batch["meta"] = [e.meta for row in rows for e in row]
     return batch
 

@@ -45,12 +45,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class MMGPTOutput:
     """``loss``: mean cross-entropy over target tokens (None without labels);
-    ``loss_sum`` and ``num_targets`` let callers average over several batches exactly."""
+    ``loss_sum`` and ``num_targets`` let callers average over several batches exactly (with
+    ``loss_weights``, the weighted sum and the sum of the weights)."""
 
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     loss_sum: torch.Tensor | None = None
-    num_targets: int = 0
+    num_targets: int | float = 0
 
 
 class MMGPT(nn.Module):
@@ -222,7 +223,8 @@ class MMGPT(nn.Module):
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, audio_values: torch.Tensor | None = None,
                 audio_lengths: torch.Tensor | None = None, features: dict | None = None,
-                sequence_ids: torch.Tensor | None = None, **unused) -> MMGPTOutput:
+                sequence_ids: torch.Tensor | None = None, loss_weights: torch.Tensor | None = None,
+                **unused) -> MMGPTOutput:
         """Logits and (with ``labels``) the loss, computed here and only here.
 
         Args:
@@ -234,6 +236,9 @@ class MMGPT(nn.Module):
             features: precomputed encoder features per modality ``{m: (feats, lengths)}``.
             sequence_ids: (B, T) sample index per position of a packed batch (-1 on padding);
                 replaces ``attention_mask`` with a block-diagonal causal mask.
+            loss_weights: (B, T) weight of each target, aligned with ``labels`` (per-sample loss
+                weighting, see :mod:`mmgpt.datasets.collate`); then ``loss_sum`` is the weighted
+                sum and ``num_targets`` the sum of the weights.
 
         Returns:
             MMGPTOutput with logits (B, T, V) and, with labels, loss = sum / number of targets.
@@ -250,12 +255,15 @@ class MMGPT(nn.Module):
         if labels is None:
             return MMGPTOutput(logits)
         targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
-        n = int((targets != IGNORE).sum())
-        loss_sum = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-            ignore_index=IGNORE, reduction="sum",
-        )
-        return MMGPTOutput(logits, loss_sum / max(n, 1), loss_sum, n)
+        flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+        if loss_weights is None:
+            n = int((targets != IGNORE).sum())
+            loss_sum = F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum")
+        else:
+            w = loss_weights[:, 1:].reshape(-1).float()  # (B*(T-1),) zero where ignored
+            n = float(w.sum())
+            loss_sum = (F.cross_entropy(*flat, ignore_index=IGNORE, reduction="none") * w).sum()
+        return MMGPTOutput(logits, loss_sum / max(n, 1e-12), loss_sum, n)
 
     # ------------------------------------------------------------------ generation API
     def generate(self, prompts, **kwargs):

@@ -34,7 +34,10 @@ class DataConfig:
     row). ``text_only`` turns every sample into a text document (stage 0a). ``batching``:
     ``pack`` puts several samples in a row of ``max_len`` tokens with a block-diagonal mask;
     ``pad`` pads one sample per row; ``group`` pads batches of similar length (LLaVA-style
-    length grouping by modality).
+    length grouping by modality). ``loss_weighting`` weights the training loss's target tokens:
+    ``token`` (every token alike: long captions dominate one-word answers), ``sample`` (every
+    sample alike) or ``square`` (a sample's tokens by 1/sqrt(its target count), InternVL 2.5);
+    validation loss is always the plain token mean.
     """
 
     train: str = ""
@@ -46,6 +49,7 @@ class DataConfig:
     max_len: int | None = None
     val_limit: int = 256
     on_error: Literal["raise", "skip"] = "raise"
+    loss_weighting: Literal["token", "sample", "square"] = "token"
 
 
 @dataclass

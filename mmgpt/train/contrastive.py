@@ -102,7 +102,7 @@ def collate_pairs(pairs: list[Pair], pad_id: int) -> dict:
         ids[i, : len(p.caption_ids)] = torch.tensor(p.caption_ids)
         mask[i, : len(p.caption_ids)] = 1
     out = {"caption_ids": ids, "caption_mask": mask, "captions": [p.caption for p in pairs],
-           "modality": [p.modality for p in pairs], "num_targets": len(pairs)}
+           "modality": [p.modality for p in pairs], "num_targets": len(pairs), "target_weight": float(len(pairs))}
     images = [p.media for p in pairs if p.modality == "image"]
     audios = [p.media for p in pairs if p.modality == "audio"]
     out["pixel_values"] = torch.stack(images) if images else None

@@ -136,25 +136,26 @@ class Schedule:
         return [mine[m * self.batch_size : (m + 1) * self.batch_size] for m in range(self.grad_accum)]
 
 
-def make_batch(items: list[Encoded], pad_id: int, batching: str, max_len: int) -> dict:
-    """Collate processed samples: packed rows of ``max_len`` tokens, or one sample per row."""
+def make_batch(items: list[Encoded], pad_id: int, batching: str, max_len: int, weighting: str = "token") -> dict:
+    """Collate processed samples: packed rows of ``max_len`` tokens, or one sample per row;
+    ``weighting`` is the loss weighting of target tokens (:func:`mmgpt.datasets.collate.collate`)."""
     if batching == "pack":
-        return collate_packed(items, pad_id, max_len)
-    return collate(items, pad_id, padding_side="right")
+        return collate_packed(items, pad_id, max_len, weighting=weighting)
+    return collate(items, pad_id, padding_side="right", weighting=weighting)
 
 
 def iterate_steps(dataset: EncodedDataset, schedule: Schedule, start: int, end: int, rank: int, pad_id: int,
-                  batching: str, max_len: int) -> Iterator[tuple[int, list[dict]]]:
+                  batching: str, max_len: int, weighting: str = "token") -> Iterator[tuple[int, list[dict]]]:
     """Yield ``(step, micro-batches)`` for steps ``start .. end-1`` of this process."""
     for step in range(start, end):
         batches = []
         for idx in schedule.micro_batches(step, rank):
-            batches.append(make_batch([dataset[i] for i in idx], pad_id, batching, max_len))
+            batches.append(make_batch([dataset[i] for i in idx], pad_id, batching, max_len, weighting))
         yield step, batches
 
 
-MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_values", "audio_values",
-              "audio_lengths", "sequence_ids", "features")
+MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "loss_weights", "pixel_values",
+              "audio_values", "audio_lengths", "sequence_ids", "features")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

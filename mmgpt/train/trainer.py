@@ -224,7 +224,8 @@ class Trainer:
             if self.contrastive:
                 out.append(collate_pairs(items, self.model.pad_token_id))
             else:
-                out.append(make_batch(items, self.model.pad_token_id, self.cfg.data.batching, self.max_len))
+                out.append(make_batch(items, self.model.pad_token_id, self.cfg.data.batching, self.max_len,
+                                      self.cfg.data.loss_weighting))
         return out
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, int, dict]:
@@ -256,7 +257,7 @@ class Trainer:
         step = self.start_step
         for step in range(self.start_step, self.total_steps):
             batches = self.micro_batches(step)
-            n_global = D.all_reduce_sum(sum(b["num_targets"] for b in batches), self.dist)
+            n_global = D.all_reduce_sum(sum(b["target_weight"] for b in batches), self.dist)
             scale = self.dist.world_size / max(n_global, 1)
             loss_sum, extra = 0.0, {}
             for k, b in enumerate(batches):

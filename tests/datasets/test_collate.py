@@ -86,3 +86,27 @@ def test_packing_reduces_padding(tiny_model):
     packed = collate_packed(enc, tiny_model.pad_token_id, max_len=256)
     assert packed["padding_fraction"] < padded["padding_fraction"]
     assert packed["input_ids"].shape[0] < len(enc)
+
+
+@pytest.mark.parametrize("weighting", ["sample", "square"])
+def test_loss_weighting_matches_per_sample_losses_padded_and_packed(tiny_model, weighting):
+    """sample: the mean of each sample's token mean; square: token means weighted by sqrt(n)."""
+    model = tiny_model.eval()
+    enc = samples(model)
+    keys = (*KEYS, "loss_weights")
+    with torch.no_grad():
+        alone = [model(**{k: b[k] for k in KEYS if k in b}) for b in (collate([e], model.pad_token_id) for e in enc)]
+        means = torch.stack([o.loss for o in alone])
+        n = torch.tensor([float(o.num_targets) for o in alone])
+        w = torch.ones_like(n) if weighting == "sample" else n.sqrt()
+        expected = (w * means).sum() / w.sum()
+        padded = collate(enc, model.pad_token_id, weighting=weighting)
+        packed = collate_packed(enc, model.pad_token_id, max_len=sum(len(e) for e in enc), weighting=weighting)
+        for batch in (padded, packed):
+            out = model(**{k: batch[k] for k in keys if k in batch})
+            torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+            assert out.num_targets == pytest.approx(batch["target_weight"]) == pytest.approx(float(w.sum()))
+            assert batch["num_targets"] == int(n.sum())
+    token = collate(enc, model.pad_token_id)
+    assert "loss_weights" not in token and token["target_weight"] == token["num_targets"]
+    assert not (means == means[0]).all()  # the weightings differ on these samples

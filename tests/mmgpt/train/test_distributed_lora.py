@@ -112,3 +112,22 @@ def test_other_batching_modes_run(st_data, base_ckpt, tmp_path, batching):
                                                   **{"data.batching": batching}))
     train(cfg)
     assert len(losses(cfg.run_dir)) == 2
+
+
+def test_sample_loss_weighting_is_exact_under_grad_accum(st_data, base_ckpt, tmp_path):
+    """data.loss_weighting=sample normalises by the global weight: 2 accumulated micro-batches
+    of 3 give the losses of one batch of 6; and the losses differ from token weighting."""
+    from mmgpt.train import train
+
+    def run(name, weighting, **kw):
+        cfg = TrainConfig.from_yaml(RECIPE, overrides(st_data, tmp_path, init_from=base_ckpt, max_steps=3, name=name,
+                                                      feature_cache="false", **{"data.loss_weighting": weighting},
+                                                      **kw))
+        train(cfg)
+        return losses(cfg.run_dir)
+
+    accum = run("accum", "sample", batch_size=3, grad_accum=2)
+    whole = run("whole", "sample", batch_size=6, grad_accum=1)
+    token = run("token", "token", batch_size=6, grad_accum=1)
+    assert max(abs(a - b) for a, b in zip(accum, whole)) < 1e-5, (accum, whole)
+    assert abs(token[0] - whole[0]) > 1e-3, (token, whole)
