@@ -188,10 +188,11 @@ def load_model(cls, path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"checkpoint {path} not found (expected a directory with {CONFIG} and {WEIGHTS})")
     verify_manifest(path, check_hashes)
     try:
-        config = MMGPTConfig.from_json(path / CONFIG)
-    except ConfigError as e:
-        raise CheckpointError(f"{path / CONFIG}: {e}") from e
-    if "prefix_space" not in json.loads((path / CONFIG).read_text()).get("tokenizer", {}):
+        raw = json.loads((path / CONFIG).read_text())
+        config = MMGPTConfig.from_dict(raw)
+    except (OSError, json.JSONDecodeError, ConfigError) as e:
+        raise CheckpointError(f"{path / CONFIG}: cannot read config: {e}") from e
+    if "prefix_space" not in raw.get("tokenizer", {}):
         config.tokenizer.prefix_space = False  # saved before the option existed: trained without it
     tokenizer = load_tokenizer(path)
     model = cls(config, tokenizer, load_weights=False)

@@ -89,6 +89,24 @@ def test_save_load_identical_logits(tiny_model, tmp_path):
     assert back.config == MMGPTConfig.from_json(tmp_path / "ck" / "config.json")
 
 
+def test_checkpoint_from_before_prefix_space_loads_with_it_off(tiny_model, tmp_path):
+    """A config.json without tokenizer.prefix_space (written before the option) loads with it
+    off, as that model was trained; one that states it keeps its value."""
+    import json
+
+    from mmgpt.checkpoint import write_manifest
+
+    ck = tiny_model.save_pretrained(tmp_path / "ck")
+    assert load(ck).config.tokenizer.prefix_space is tiny_model.config.tokenizer.prefix_space is True
+    raw = json.loads((ck / "config.json").read_text())
+    del raw["tokenizer"]["prefix_space"]
+    (ck / "config.json").write_text(json.dumps(raw))
+    write_manifest(ck)
+    old = load(ck)
+    assert old.config.tokenizer.prefix_space is False
+    assert old.processor.encode_text("white") != tiny_model.processor.encode_text("white")
+
+
 def test_damaged_checkpoints_raise_checkpoint_error(tiny_model, tmp_path):
     ck = tiny_model.save_pretrained(tmp_path / "ck")
     w = ck / "model.safetensors"
