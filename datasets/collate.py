@@ -26,13 +26,13 @@ targets (and loss) of the same samples padded one per row.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
 IGNORE = -100
 Weighting = Literal["token", "sample", "square"]
-WEIGHTINGS: tuple[str, ...] = ("token", "sample", "square")
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
 def sample_weight(num_targets: int, weighting: str) -> float:

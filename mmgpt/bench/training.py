@@ -76,7 +76,7 @@ def run_steps(trainer, steps: range) -> dict[str, float]:
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     for step in steps:
         batches = trainer.micro_batches(step)
-        n_global = sum(b["num_targets"] for b in batches)
+        n_global = sum(b["target_weight"] for b in batches)
         for b in batches:
             useful += int(b["attention_mask"].sum())
             slots += int(b["input_ids"].numel())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmgpt.config import apply_overrides, from_dict, read_yaml, to_dict
+from mmgpt.datasets.collate import Weighting
 from mmgpt.errors import ConfigError
 
 Stage = Literal["text", "contrastive", "align", "interleaved", "instruct"]
@@ -49,7 +50,7 @@ class DataConfig:
     max_len: int | None = None
     val_limit: int = 256
     on_error: Literal["raise", "skip"] = "raise"
-    loss_weighting: Literal["token", "sample", "square"] = "token"
+    loss_weighting: Weighting = "token"
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -142,16 +141,6 @@ def make_batch(items: list[Encoded], pad_id: int, batching: str, max_len: int, w
     if batching == "pack":
         return collate_packed(items, pad_id, max_len, weighting=weighting)
     return collate(items, pad_id, padding_side="right", weighting=weighting)
-
-
-def iterate_steps(dataset: EncodedDataset, schedule: Schedule, start: int, end: int, rank: int, pad_id: int,
-                  batching: str, max_len: int, weighting: str = "token") -> Iterator[tuple[int, list[dict]]]:
-    """Yield ``(step, micro-batches)`` for steps ``start .. end-1`` of this process."""
-    for step in range(start, end):
-        batches = []
-        for idx in schedule.micro_batches(step, rank):
-            batches.append(make_batch([dataset[i] for i in idx], pad_id, batching, max_len, weighting))
-        yield step, batches
 
 
 MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "loss_weights", "pixel_values",
