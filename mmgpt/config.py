@@ -314,11 +314,19 @@ class TokenizerConfig:
     can train merges on a corpus up to ``vocab_size``. ``prefix_space`` encodes every text
     part with one leading space so a word is one token wherever it stands (see
     :mod:`mmgpt.tokenizer`); ``None`` means on for the byte-level BPE, off for ``path``.
+
+    ``media_after_text``: in a user turn of a chat, put the turn's images and clips after its
+    text (in the processor and the chat template alike), whatever order the message lists
+    them in. A causal decoder otherwise reads the media before the question, so media tokens
+    cannot depend on what is asked; after it, each image token can attend to "the shape at the
+    top left" and mark itself (question-aware visual tokens, as InstructBLIP gets from its
+    Q-Former, with no extra module). Documents and assistant turns keep their order.
     """
 
     path: str | None = None
     vocab_size: int = 512
     prefix_space: bool | None = None
+    media_after_text: bool = False
 
     def resolved_prefix_space(self) -> bool:
         return self.path is None if self.prefix_space is None else bool(self.prefix_space)

@@ -73,7 +73,7 @@ class MMGPT(nn.Module):
             tokenizer = load_tokenizer(config.tokenizer.path) if config.tokenizer.path else byte_tokenizer()
         # Resolved once and kept in the config, so a saved model encodes text as it was trained.
         config.tokenizer.prefix_space = config.tokenizer.resolved_prefix_space()
-        tokenizer.chat_template = chat_template(config.tokenizer.prefix_space)
+        tokenizer.chat_template = chat_template(config.tokenizer.prefix_space, config.tokenizer.media_after_text)
         self.tokenizer = tokenizer
         ids = special_ids(tokenizer)
         self.media_token_ids = {m: ids[MEDIA_TOKENS[m][1]] for m in config.modalities}

@@ -82,6 +82,7 @@ class Processor:
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self._newline = encode_text(tokenizer, "\n")
         self.prefix_space = config.tokenizer.resolved_prefix_space()
+        self.media_after_text = config.tokenizer.media_after_text
         self.audio_window = None
         if config.audio is not None:
             mp = (config.audio.hf_config or {}).get("max_source_positions", config.audio.max_source_positions)
@@ -128,7 +129,10 @@ class Processor:
             if chat:
                 add([self.ids[IM_START]], False, False)
                 add(encode_text(self.tokenizer, turn.role) + self._newline, False, False)
-            for seg in turn.segments:
+            segments = turn.segments
+            if self.media_after_text and turn.role == "user":
+                segments = [s for s in segments if s.type == "text"] + [s for s in segments if s.type != "text"]
+            for seg in segments:
                 if seg.type == "text":
                     add(self.encode_text(seg.text), train, True)
                 else:

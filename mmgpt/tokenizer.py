@@ -52,18 +52,30 @@ def _text_part(var: str, prefix_space: bool) -> str:
     return "{{- (' ' if " + var + "[:1] not in ' \\t\\r\\n' else '') + " + var + " -}}"
 
 
-def chat_template(prefix_space: bool = False) -> str:
-    """The ChatML template with media parts; ``prefix_space`` puts one space before each text
-    part that does not start with whitespace (see the module docstring)."""
+def chat_template(prefix_space: bool = False, media_after_text: bool = False) -> str:
+    """The ChatML template with media parts.
+
+    Args:
+        prefix_space: put one space before each text part that does not start with whitespace
+            (see the module docstring).
+        media_after_text: in user turns, render the text parts first and the media parts after
+            them (``TokenizerConfig.media_after_text``), as the processor does.
+    """
+    text = "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space) + "{%- endif -%}"
+    media = (
+        "{%- if part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
+        "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}{%- endif -%}"
+    )
+    parts = "{%- for part in message['content'] -%}" + text + media + "{%- endfor -%}"
+    if media_after_text:
+        text_first = ("{%- for part in message['content'] -%}" + text + "{%- endfor -%}"
+                      "{%- for part in message['content'] -%}" + media + "{%- endfor -%}")
+        parts = "{%- if message['role'] == 'user' -%}" + text_first + "{%- else -%}" + parts + "{%- endif -%}"
     return (
         "{%- for message in messages -%}"
         "{{- '<|im_start|>' + message['role'] + '\n' -}}"
         "{%- if message['content'] is string -%}" + _text_part("message['content']", prefix_space) +
-        "{%- else -%}{%- for part in message['content'] -%}"
-        "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space) +
-        "{%- elif part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
-        "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
-        "{%- endif -%}{%- endfor -%}{%- endif -%}"
+        "{%- else -%}" + parts + "{%- endif -%}"
         "{{- '<|im_end|>\n' -}}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"

@@ -55,6 +55,45 @@ def test_document_labels_all_text_and_eos_not_media(tiny_model):
     assert tok.decode(trained, skip_special_tokens=False) == " A picture: done.<|endoftext|>"
 
 
+def test_media_after_text_moves_user_media_behind_the_question(tiny_config):
+    import copy
+
+    import torch
+
+    from mmgpt.model import MMGPT
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg.tokenizer.media_after_text = True
+    torch.manual_seed(0)
+    model = MMGPT(cfg).eval()
+    ids = special_ids(model.tokenizer)
+    img, wav = make_image(1), (make_wave(0.5), 16000)
+    msgs = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "What?"},
+                                          {"type": "audio", "audio": wav}, {"type": "text", "text": " Say."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "red"}]}]
+    moved = model.processor(msgs)
+    listed = [{"role": "user", "content": [{"type": "text", "text": "What?"}, {"type": "text", "text": " Say."},
+                                           {"type": "image", "image": img}, {"type": "audio", "audio": wav}]},
+              msgs[1]]
+    same = model.processor(listed)
+    assert torch.equal(moved.input_ids, same.input_ids) and torch.equal(moved.labels, same.labels)
+    seq = moved.input_ids.tolist()
+    text_end = max(i for i, t in enumerate(seq[: seq.index(ids["<|im_end|>"])]) if t not in
+                   {ids[k] for k in ("<|image_start|>", "<|image_pad|>", "<|image_end|>", "<|audio_start|>",
+                                     "<|audio_pad|>", "<|audio_end|>")})
+    assert text_end < seq.index(ids["<|image_start|>"]) < seq.index(ids["<|audio_start|>"])
+    template = model.tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert template.startswith("<|im_start|>user\n What? Say.<|image_start|><|image_pad|><|image_end|><|audio_start|>")
+    # the template has one pad per item; the processor expands it to the item's tokens
+    collapsed = [t for i, t in enumerate(seq) if not (t in (ids["<|image_pad|>"], ids["<|audio_pad|>"]) and seq[i - 1] == t)]
+    assert collapsed == model.tokenizer.apply_chat_template(msgs, tokenize=True)["input_ids"]
+    # a document keeps its order; the option off keeps the message's order
+    doc = Sample.from_document([{"type": "image", "image": img}, {"type": "text", "text": "A picture."}])
+    assert model.processor(doc).input_ids.tolist()[0] == ids["<|image_start|>"]
+    plain = MMGPT(tiny_config).eval().processor(msgs).input_ids.tolist()
+    assert plain.index(ids["<|image_start|>"]) < plain.index(ids["<|audio_start|>"]) and plain != seq
+
+
 def test_user_typed_markers_stay_text(tiny_model):
     ids = special_ids(tiny_model.tokenizer)
     enc = tiny_model.processor(chat(text="<image> <|image_pad|><|audio_start|><|im_end|>", image=False))
