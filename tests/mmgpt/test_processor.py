@@ -55,7 +55,7 @@ def test_document_labels_all_text_and_eos_not_media(tiny_model):
     assert tok.decode(trained, skip_special_tokens=False) == " A picture: done.<|endoftext|>"
 
 
-def test_media_after_text_moves_user_media_behind_the_question(tiny_config):
+def test_media_after_text_moves_user_media_behind_the_question(tiny_config, tmp_path):
     import copy
 
     import torch
@@ -92,6 +92,11 @@ def test_media_after_text_moves_user_media_behind_the_question(tiny_config):
     assert model.processor(doc).input_ids.tolist()[0] == ids["<|image_start|>"]
     plain = MMGPT(tiny_config).eval().processor(msgs).input_ids.tolist()
     assert plain.index(ids["<|image_start|>"]) < plain.index(ids["<|audio_start|>"]) and plain != seq
+    # a saved model keeps the layout
+    model.save_pretrained(tmp_path / "m")
+    loaded = MMGPT.from_pretrained(tmp_path / "m")
+    assert loaded.config.tokenizer.media_after_text
+    assert loaded.processor(msgs).input_ids.tolist() == seq
 
 
 def test_user_typed_markers_stay_text(tiny_model):
