@@ -13,6 +13,7 @@ The number of pad tokens must equal the number of feature vectors, or ``ValueErr
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class MMGPT(nn.Module):
 
     def __init__(self, config: MMGPTConfig, tokenizer=None, load_weights: bool = True) -> None:
         super().__init__()
+        config = copy.deepcopy(config)  # the model owns its config; the caller's is left as it was
         self.config = config
         if tokenizer is None:
             tokenizer = load_tokenizer(config.tokenizer.path) if config.tokenizer.path else byte_tokenizer()

@@ -107,6 +107,18 @@ def test_checkpoint_from_before_prefix_space_loads_with_it_off(tiny_model, tmp_p
     assert old.processor.encode_text("white") != tiny_model.processor.encode_text("white")
 
 
+def test_model_leaves_the_callers_config_unchanged(tiny_config):
+    import copy
+
+    from mmgpt.model import MMGPT
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg.tokenizer.prefix_space = None
+    model = MMGPT(cfg)
+    assert cfg.tokenizer.prefix_space is None  # resolved in the model's own copy only
+    assert model.config.tokenizer.prefix_space is True and model.config is not cfg
+
+
 def test_damaged_checkpoints_raise_checkpoint_error(tiny_model, tmp_path):
     ck = tiny_model.save_pretrained(tmp_path / "ck")
     w = ck / "model.safetensors"
