@@ -62,10 +62,8 @@ def chat_template(prefix_space: bool = False, media_after_text: bool = False) ->
             them (``TokenizerConfig.media_after_text``), as the processor does.
     """
     text = "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space) + "{%- endif -%}"
-    media = (
-        "{%- if part['type'] == 'image' -%}{{- '<|image_start|><|image_pad|><|image_end|>' -}}"
-        "{%- elif part['type'] == 'audio' -%}{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}{%- endif -%}"
-    )
+    media = "".join("{%- if part['type'] == '" + kind + "' -%}{{- '" + "".join(tokens) + "' -}}{%- endif -%}"
+                    for kind, tokens in MEDIA_TOKENS.items())  # start + one pad + end per item
     parts = "{%- for part in message['content'] -%}" + text + media + "{%- endfor -%}"
     if media_after_text:
         text_first = ("{%- for part in message['content'] -%}" + text + "{%- endfor -%}"
