@@ -8,10 +8,12 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from PIL import Image
 
 from mmgpt.datasets.schema import Sample, Segment, Turn
+from mmgpt.errors import DataError
 
 
 # --- fixture helpers -------------------------------------------------------------------------
@@ -132,3 +134,14 @@ def shard_fixture(tmp_path: Path, name: str = "shard-000.tar") -> Path:
     ])
 
 
+
+
+def raises_then_skips(read, path: Path, needle: str) -> tuple[str, list[Sample]]:
+    """``read(path)`` raises a DataError matching ``needle``; ``read(path, on_error="skip")``
+    skips exactly one sample. Returns the error's text and the samples kept."""
+    with pytest.raises(DataError, match=needle) as info:
+        list(read(path))
+    reader = read(path, on_error="skip")
+    kept = list(reader)
+    assert reader.skipped == 1
+    return str(info.value), kept

@@ -31,6 +31,7 @@ from tests.datasets.reader_fixtures import (
     image,
     jsonl_fixture,
     llava_fixture,
+    raises_then_skips,
     shard_fixture,
     text,
     write,
@@ -84,10 +85,8 @@ def test_jsonl_bad_line_raises_or_skips(tmp_path, bad, needle):
 
 def test_jsonl_undecodable_line_is_one_bad_row(tmp_path):
     path = write(tmp_path / "bytes.jsonl", b'{"document": "a"}\n{"document": "\xff"}\n{"document": "c"}\n')
-    with pytest.raises(DataError, match=r"bytes\.jsonl:2: not UTF-8"):
-        list(read_jsonl(path))
-    reader = read_jsonl(path, on_error="skip")
-    assert [s.text() for s in reader] == ["a", "c"] and reader.skipped == 1
+    _, kept = raises_then_skips(read_jsonl, path, r"bytes\.jsonl:2: not UTF-8")
+    assert [s.text() for s in kept] == ["a", "c"]
 
 
 def test_jsonl_is_lazy(tmp_path):
@@ -149,11 +148,9 @@ def test_llava_image_folder(tmp_path):
 def test_llava_bad_row_raises_or_skips(tmp_path, row, needle):
     good = {"id": "g", "conversations": [{"from": "human", "value": "hi"}]}
     path = write(tmp_path / "bad.json", json.dumps([good, row, good]))
-    with pytest.raises(DataError, match=needle) as info:
-        list(read_llava(path))
-    assert "bad.json[1] (id 'x')" in str(info.value)
-    reader = read_llava(path, on_error="skip")
-    assert [s.meta["id"] for s in reader] == ["g", "g"] and reader.skipped == 1
+    error, kept = raises_then_skips(read_llava, path, needle)
+    assert "bad.json[1] (id 'x')" in error
+    assert [s.meta["id"] for s in kept] == ["g", "g"]
 
 
 # --- COCO captions ---------------------------------------------------------------------------
@@ -187,10 +184,9 @@ def test_coco_each_first_all(tmp_path):
 def test_coco_missing_image_id_raises_or_skips(tmp_path):
     path = coco_fixture(tmp_path, [{"image_id": 1, "caption": "ok"}, {"image_id": 99, "caption": "orphan"},
                                    {"image_id": 2, "caption": "ok too"}])
-    with pytest.raises(DataError, match=r"captions\.json:annotations\[1\]: image_id 99 is not in 'images'"):
-        list(read_coco_captions(path))
-    reader = read_coco_captions(path, on_error="skip")
-    assert [s.turns[1].segments[0].text for s in reader] == ["ok", "ok too"] and reader.skipped == 1
+    _, kept = raises_then_skips(read_coco_captions, path,
+                                r"captions\.json:annotations\[1\]: image_id 99 is not in 'images'")
+    assert [s.turns[1].segments[0].text for s in kept] == ["ok", "ok too"]
 
 
 # --- read_samples ----------------------------------------------------------------------------
