@@ -140,6 +140,7 @@ def quickstart(plan: QuickstartPlan) -> dict:
     from mmgpt.checkpoint import atomic_dir
     from mmgpt.eval import evaluate
     from mmgpt.model import load
+    from mmgpt.precision import model_widths, resolve_precision
 
     t0 = time.time()
     if plan.threads:
@@ -153,7 +154,8 @@ def quickstart(plan: QuickstartPlan) -> dict:
         shutil.copytree(last, tmp, dirs_exist_ok=True)
     model = load(final).eval()
     _banner(f"evaluation on the held-out {plan.eval.split} split")
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    amp = resolve_precision("auto", model.device, tokens=plan.eval.batch_size * 64, **model_widths(model))
+    with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate(model, data / f"{plan.eval.split}.jsonl", limit=plan.eval.limit,
                           batch_size=plan.eval.batch_size, out_dir=out / "eval", name="quickstart")
         print(result.table())

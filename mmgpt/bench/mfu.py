@@ -148,3 +148,14 @@ def peaks(settings: Settings) -> dict[str, Any]:
     """The peak matmul rates at the sizes of ``settings``."""
     size = SIZES[settings.quick]
     return peak_matmul(settings.torch_device, size["n"], size["best_of"])
+
+
+def auto_choice(settings: Settings) -> dict[str, Any]:
+    """What ``precision: auto`` picks for the preset's train step: its probe rates, measured afresh."""
+    from mmgpt.precision import choose, measure
+
+    size = SIZES[settings.quick]
+    cfg = build_mmgpt(size["preset"], seed=settings.seed).decoder.config
+    rates = measure(settings.torch_device, cfg.hidden_size, cfg.intermediate_size, size["rows"] * size["length"],
+                    use_cache=False)
+    return {"chosen": choose(rates), "probe_flops": rates, "preset": size["preset"]}

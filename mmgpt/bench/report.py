@@ -97,6 +97,14 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     diff = (a or {}).get("sides", {}).get("torchaudio", {}).get("info", {}).get("max_abs_diff_vs_librosa")
     out.append(_row("audio_frontend", "log-mel, mmgpt LogMel (one batch) vs librosa (per clip)", _fmt_s(ta),
                     _fmt_s(lr), _ratio(lr, ta), f"max abs diff {diff:.1e}" if diff is not None else ""))
+    auto = (results.get("mfu") or {}).get("auto")
+    if auto:
+        rates, chosen = auto["probe_flops"], auto["chosen"]
+        other = next((k for k in rates if k != chosen), chosen)
+        out.append(_row(None, f"precision auto: the probe's choice for the {auto['preset']} train step "
+                        f"(Linear fwd+bwd, GFLOP/s)", f"{chosen} {rates[chosen] / 1e9:,.0f}",
+                        f"{other} {rates[other] / 1e9:,.0f}", _ratio(rates[chosen], rates[other]),
+                        f"`precision: auto` trains in {chosen} here; each MFU row below is against its own dtype's peak"))
     for prec in ("bf16", "fp32"):
         m = mfu(results.get("mfu"), prec)
         preset = ((results.get("mfu") or {}).get("sides", {}).get(prec, {}).get("info", {})).get("preset", "?")

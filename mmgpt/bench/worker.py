@@ -77,6 +77,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
             from mmgpt.bench import mfu
 
             result["peaks"] = mfu.peaks(settings)
+            result["auto"] = mfu.auto_choice(settings)
         result["sides"] = alternate(sides, settings)
     result["wall_s"] = time.perf_counter() - t0
     return result

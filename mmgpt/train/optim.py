@@ -1,4 +1,4 @@
-"""Optimiser, schedule and precision: AdamW with per-part learning rates, warm-up + cosine, bf16 detection."""
+"""Optimiser and schedule: AdamW with per-part learning rates, warm-up + cosine."""
 
 from __future__ import annotations
 
@@ -73,25 +73,3 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast runs natively here (CUDA with bf16, or a CPU with AVX512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch._C._cpu
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, c, lambda: False)() for c in checks)
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (``auto``: bf16 when supported, else fp32 = None)."""
-    if precision == "fp32":
-        return None
-    ok = bf16_supported(device)
-    if precision == "bf16" and not ok:
-        log.warning("bf16 requested but %s has no native bf16; it will be slow", device)
-        return torch.bfloat16
-    return torch.bfloat16 if ok else None

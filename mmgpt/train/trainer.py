@@ -23,6 +23,7 @@ from mmgpt.datasets.schema import Sample
 from mmgpt.encoders.feature_cache import FeatureCache, encoder_fingerprint
 from mmgpt.errors import ConfigError
 from mmgpt.model import MMGPT
+from mmgpt.precision import model_widths, resolve_precision
 from mmgpt.tokenizer import train_bpe, with_prefix_space
 from mmgpt.train import distributed as D
 from mmgpt.train.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
@@ -31,7 +32,7 @@ from mmgpt.train.contrastive import ContrastiveData, ContrastiveHeads, collate_p
 from mmgpt.train.data import EncodedDataset, Schedule, load_samples, make_batch, to_device
 from mmgpt.train.lora import apply_lora, merge_lora
 from mmgpt.train.metrics import MetricsLog, plot_metrics
-from mmgpt.train.optim import build_optimizer, lr_lambda, resolve_precision
+from mmgpt.train.optim import build_optimizer, lr_lambda
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
-        self.amp = resolve_precision(cfg.precision, self.device)
         samples = load_samples(cfg.data.train, cfg.data)
         self.model = build_model(cfg, samples, self.dist)
         model = self.model
@@ -107,6 +107,7 @@ class Trainer:
         model.to(self.device).train()
         proc = model.processor
         self.max_len = cfg.data.max_len or model.config.max_length
+        self.amp = self._precision()
         self.contrastive = cfg.stage == "contrastive"
         if self.contrastive:
             self.data = ContrastiveData(samples, proc)
@@ -153,6 +154,15 @@ class Trainer:
                                          tasks=cfg.eval.tasks, batch_size=cfg.eval.batch_size, seed=cfg.seed)
 
     # ------------------------------------------------------------------ helpers
+    def _precision(self) -> torch.dtype | None:
+        """The autocast dtype; under ``auto`` measured here, and bf16 only if every process measured it faster."""
+        amp = resolve_precision(self.cfg.precision, self.device, tokens=self.cfg.batch_size * self.max_len,
+                                **model_widths(self.model))
+        if self.cfg.precision == "auto" and self.dist.enabled:
+            votes = D.all_reduce_sum(int(amp is not None), self.dist)
+            amp = amp if votes == self.dist.world_size else None
+        return amp
+
     def _feature_caches(self) -> dict[str, FeatureCache]:
         if self.contrastive or not self.cfg.feature_cache:
             return {}
@@ -248,7 +258,7 @@ class Trainer:
             lrs = {name: cfg.optim.lr for name in model.parts()}
             lrs.update({k: v for k, v in cfg.optim.lr_per_part.items()})
             print(f"stage {cfg.stage} | {self.total_steps} steps | global batch {self.schedule.global_batch} "
-                  f"| precision {self.amp or 'fp32'} | {self.dist.world_size} process(es)")
+                  f"| precision {'bf16' if self.amp else 'fp32'} | {self.dist.world_size} process(es)")
             print(trainable_table(model, lrs))
         bar = tqdm(total=self.total_steps, initial=self.start_step, disable=not (cfg.progress and self.dist.is_main),
                    desc=f"{cfg.stage}", dynamic_ncols=True)

@@ -56,3 +56,24 @@ def test_bad_recipe_values_name_the_key(tmp_path):
         TrainConfig.from_yaml(ROOT / "recipes/configs/stage1_align.yaml", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match=r"data\.train is required"):
         TrainConfig.from_yaml(ROOT / "recipes/configs/stage1_align.yaml", ["data.train="])
+
+
+@pytest.mark.parametrize(("bf16_rate", "expected"), [(50e9, None), (400e9, torch.bfloat16)])
+def test_trainer_precision_auto_follows_the_probe(st_data, base_ckpt, tmp_path, monkeypatch, bf16_rate, expected):
+    from mmgpt import precision as P
+    from mmgpt.train.trainer import Trainer
+
+    monkeypatch.setenv("MMGPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(P, "_MEMO", {})
+    seen = []
+
+    def probe(device, dtype, tokens, width, ffn, repeats=3):
+        seen.append((width, ffn))
+        return bf16_rate if dtype == torch.bfloat16 else 100e9
+
+    monkeypatch.setattr(P, "probe_rate", probe)
+    cfg = TrainConfig.from_yaml(ROOT / "recipes/configs/stage1_align.yaml",
+                                overrides(st_data, tmp_path, init_from=base_ckpt, precision="auto"))
+    trainer = Trainer(cfg)
+    assert trainer.amp is expected
+    assert set(seen) == {(64, 128)}  # the tiny decoder's hidden and MLP widths
