@@ -147,14 +147,13 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     Args:
         p: the ``mmgpt chat`` subparser.
     """
-    from mmgpt.cli import DEFAULT_CHECKPOINT
+    from mmgpt.cli.common import checkpoint_arg
 
     p.description = "Chat with a model in the terminal; /image PATH and /audio PATH attach media. " + \
         "Reads standard input, so commands can be piped in."
     p.epilog = HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT,
-                   help=f"model directory (default {DEFAULT_CHECKPOINT}, made by `make quickstart`)")
+    checkpoint_arg(p, optional=True)
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling (default 1.0)")
@@ -167,7 +166,7 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     def run(a: argparse.Namespace) -> int:
         import torch
 
-        from mmgpt.cli import load_checkpoint
+        from mmgpt.cli.common import load_checkpoint
 
         settings = Settings(a.max_new_tokens, a.temperature, a.top_p)
         model = load_checkpoint(a.checkpoint)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import TextIteratorStreamer
 
-from mmgpt.datasets.collate import collate
+from mmgpt.batching import collate
 from mmgpt.datasets.schema import Sample
 from mmgpt.errors import ContextOverflowError
 from mmgpt.processor import CAPTION_PROMPTS

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgpt.adapters import Adapter
+from mmgpt.batching import block_causal_mask
 from mmgpt.config import MMGPTConfig
-from mmgpt.datasets.collate import block_causal_mask
 from mmgpt.decoder import build_decoder
 from mmgpt.encoders.audio import AudioEncoder
 from mmgpt.encoders.vision import VisionEncoder
@@ -115,14 +115,14 @@ class MMGPT(nn.Module):
         Raises:
             CheckpointError: missing or damaged files.
         """
-        from mmgpt.checkpoint import load_model
+        from mmgpt.pretrained import load_model
 
         return load_model(cls, path, map_location)
 
     def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and the tokenizer files atomically
         (``state_dict``: full weights to write instead of the model's own, e.g. gathered from FSDP2)."""
-        from mmgpt.checkpoint import save_model
+        from mmgpt.pretrained import save_model
 
         return save_model(self, path, state_dict)
 
@@ -239,7 +239,7 @@ class MMGPT(nn.Module):
             sequence_ids: (B, T) sample index per position of a packed batch (-1 on padding);
                 replaces ``attention_mask`` with a block-diagonal causal mask.
             loss_weights: (B, T) weight of each target, aligned with ``labels`` (per-sample loss
-                weighting, see :mod:`mmgpt.datasets.collate`); then ``loss_sum`` is the weighted
+                weighting, see :mod:`mmgpt.batching`); then ``loss_sum`` is the weighted
                 sum and ``num_targets`` the sum of the weights.
 
         Returns:

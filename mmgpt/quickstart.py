@@ -137,10 +137,10 @@ def quickstart(plan: QuickstartPlan) -> dict:
     """Run the plan; returns the summary also written to ``<out_dir>/quickstart.json``."""
     import torch
 
-    from mmgpt.checkpoint import atomic_dir
     from mmgpt.eval import evaluate
     from mmgpt.model import load
     from mmgpt.precision import model_widths, resolve_precision
+    from mmgpt.safe_io import atomic_dir
 
     t0 = time.time()
     if plan.threads:

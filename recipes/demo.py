@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmgpt.cli import DEFAULT_CHECKPOINT, load_checkpoint
+from mmgpt.cli.common import DEFAULT_CHECKPOINT, load_checkpoint
 from mmgpt.demo import build_app, launch
 from mmgpt.errors import MMGPTError
 

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
+from mmgpt.batching import collate
 from mmgpt.bench.peers import build_pair, num_params
 from mmgpt.bench.timing import Settings, SideFactory
-from mmgpt.datasets.collate import collate
 
 NEW_TOKENS = 64
 SIZES = {False: {"preset": "small"}, True: {"preset": "tiny"}}

@@ -14,12 +14,11 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     Args:
         p: the ``mmgpt demo`` subparser.
     """
-    from mmgpt.cli import DEFAULT_CHECKPOINT
+    from mmgpt.cli.common import checkpoint_arg
 
     p.description = ("Start the gradio demo: chat about an image and a clip, caption them, with examples "
                      "from held-out ShapesTones items. Serves on 127.0.0.1 (this machine only) by default.")
-    p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT,
-                   help=f"model directory (default {DEFAULT_CHECKPOINT}, made by `make quickstart`)")
+    checkpoint_arg(p, optional=True)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 = every "
                    "interface: the demo has no login)")
     p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
@@ -34,7 +33,7 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
 
     def run(a: argparse.Namespace) -> int:
-        from mmgpt.cli import load_checkpoint
+        from mmgpt.cli.common import load_checkpoint
 
         try:
             from mmgpt.demo.app import build_app, launch

@@ -19,7 +19,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 _LAZY = {
-    "EvalResult": "mmgpt.eval.harness",
+    "EvalResult": "mmgpt.eval.result",
     "evaluate": "mmgpt.eval.harness",
     "load_samples": "mmgpt.eval.harness",
     "PeriodicEval": "mmgpt.eval.hook",
@@ -32,10 +32,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from mmgpt.eval.harness import EvalResult, evaluate, load_samples
+    from mmgpt.eval.harness import evaluate, load_samples
     from mmgpt.eval.hook import PeriodicEval
     from mmgpt.eval.metrics import bleu, cer, cider, exact_match, normalize_answer, vqa_accuracy, wer
     from mmgpt.eval.predict import ModelPredictor, Predictor
+    from mmgpt.eval.result import EvalResult
     from mmgpt.eval.tasks import TASKS, EvalItem
 
 

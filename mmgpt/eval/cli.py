@@ -59,7 +59,7 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def run(a: argparse.Namespace) -> int:
-        from mmgpt.cli import load_checkpoint
+        from mmgpt.cli.common import load_checkpoint
         from mmgpt.eval.harness import evaluate
 
         if a.tasks:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,62 +25,13 @@ from mmgpt.datasets.schema import Sample
 from mmgpt.errors import ConfigError, ContextOverflowError, DataError
 from mmgpt.eval.fewshot import FORMATS, SELECTS, ExampleSelector, MediaEmbedder, PromptFormat, build_prompt
 from mmgpt.eval.predict import ModelPredictor, Predictor
+from mmgpt.eval.report import write_report
+from mmgpt.eval.result import EvalResult
 from mmgpt.eval.scoring import score_task
 from mmgpt.eval.tasks import MAX_NEW_TOKENS, TASKS, EvalItem, collect_items
 
 log = logging.getLogger(__name__)
 Data = str | Path | Sequence[str | Path] | Iterable[Sample]
-
-
-@dataclass
-class EvalResult:
-    """What :func:`evaluate` measured.
-
-    Attributes:
-        shots: the shot counts evaluated, in the order asked.
-        by_shots: shots -> task -> metrics (``{metric: value, "per_attribute": {...}, "n": ...}``).
-        records: shots -> task -> one record per item (prediction next to references).
-        settings: how the run was made (data, format, select, seed, limit...).
-        files: the files written (empty without ``out_dir``).
-    """
-
-    shots: tuple[int, ...]
-    by_shots: dict[int, dict[str, dict[str, Any]]]
-    records: dict[int, dict[str, list[dict]]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def tasks(self) -> list[str]:
-        """Tasks evaluated, in :data:`~mmgpt.eval.tasks.TASKS` order."""
-        return [t for t in TASKS if any(t in m for m in self.by_shots.values())]
-
-    @property
-    def metrics(self) -> dict[str, dict[str, Any]]:
-        """task -> metrics for the first shots value asked (the only one in the usual case)."""
-        return self.by_shots[self.shots[0]]
-
-    def flat(self) -> dict[str, float]:
-        """Flat metrics for logging: ``{"image_qa/accuracy": 0.98, "image_qa/colour": 1.0, ...}``.
-
-        With several shots values the keys carry them: ``"image_qa/2shot/accuracy"``.
-        """
-        out: dict[str, float] = {}
-        for k in self.shots:
-            tag = f"/{k}shot" if len(self.shots) > 1 else ""
-            for task, metrics in self.by_shots[k].items():
-                for name, value in metrics.items():
-                    if name == "per_attribute":
-                        out.update({f"{task}{tag}/{a}": float(v) for a, v in value.items()})
-                    elif name != "n" and isinstance(value, float):
-                        out[f"{task}{tag}/{name}"] = value
-        return out
-
-    def table(self) -> str:
-        """Markdown tables: metrics per task and shots, then per-attribute accuracy."""
-        from mmgpt.eval.report import results_table
-
-        return results_table(self)
 
 
 def load_samples(data: Data, media_folder: str | Path | None = None) -> Iterable[Sample]:
@@ -209,8 +159,6 @@ def evaluate(model, data: Data, *, tasks: Sequence[str] | None = None, shots: Se
                 "limit": limit, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
     result = EvalResult(shots, by_shots, records, settings)
     if out_dir is not None:
-        from mmgpt.eval.report import write_report
-
         result.files = write_report(result, out_dir)
     return result
 

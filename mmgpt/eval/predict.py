@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from mmgpt.datasets.collate import collate
+from mmgpt.batching import collate
 from mmgpt.datasets.schema import Sample
 from mmgpt.errors import ConfigError, ContextOverflowError
 from mmgpt.eval.fewshot import FORMATS, PromptFormat

@@ -20,57 +20,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mmgpt.eval.scoring import ATTRIBUTE_ORDER, headline
-
-if TYPE_CHECKING:
-    from mmgpt.eval.harness import EvalResult
-
-#: (metric, column header); fractions are shown as percentages
-COLUMNS = (("accuracy", "accuracy %"), ("vqa_accuracy", "VQA acc. %"), ("exact_match", "exact match %"),
-           ("attribute_accuracy", "attribute acc. %"), ("cider", "CIDEr"), ("bleu", "BLEU-4"),
-           ("wer", "WER %"), ("cer", "CER %"))
-RAW = {"cider": "{:.3f}", "bleu": "{:.1f}"}
-
-
-def format_value(metric: str, value: Any) -> str:
-    """A metric for a table cell: fractions as percentages, CIDEr and BLEU as they are."""
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return RAW[metric].format(value) if metric in RAW else f"{100 * value:.1f}"
-
-
-def _rows(result: EvalResult):
-    for task in result.tasks:
-        for k in result.shots:
-            if task in result.by_shots[k]:
-                yield task, k, result.by_shots[k][task]
-
-
-def results_table(result: EvalResult) -> str:
-    """Markdown: one table of metrics per (task, shots), one of per-attribute accuracy (%)."""
-    rows = list(_rows(result))
-    cols = [(m, h) for m, h in COLUMNS if any(m in r[2] for r in rows)]
-    lines = ["| task | shots | n | " + " | ".join(h for _, h in cols) + " |",
-             "|---|---:|---:|" + "---:|" * len(cols)]
-    for task, k, m in rows:
-        cells = [format_value(name, m.get(name)) for name, _ in cols]
-        lines.append(f"| {task} | {k} | {m['n']} | " + " | ".join(cells) + " |")
-    attrs = _attributes(rows)
-    if attrs:
-        lines += ["", "Per-attribute accuracy (%), from the ground truth:", "",
-                  "| task | shots | " + " | ".join(attrs) + " |", "|---|---:|" + "---:|" * len(attrs)]
-        for task, k, m in rows:
-            per = m.get("per_attribute")
-            if per:
-                lines.append(f"| {task} | {k} | " + " | ".join(format_value(a, per.get(a)) for a in attrs) + " |")
-    return "\n".join(lines)
-
-
-def _attributes(rows) -> list[str]:
-    seen = {a for _, _, m in rows for a in m.get("per_attribute", {})}
-    return [a for a in ATTRIBUTE_ORDER if a in seen] + sorted(seen - set(ATTRIBUTE_ORDER))
+from mmgpt.eval.result import RAW, EvalResult, attribute_columns, result_rows
+from mmgpt.eval.scoring import headline
 
 
 def plot_attributes(result: EvalResult, path: Path) -> Path | None:
@@ -88,7 +41,7 @@ def plot_attributes(result: EvalResult, path: Path) -> Path | None:
     axes = fig.subplots(len(tasks), 1, squeeze=False)[:, 0]
     width = 0.8 / len(result.shots)
     for ax, task in zip(axes, tasks):
-        attrs = _attributes([r for r in _rows(result) if r[0] == task])
+        attrs = attribute_columns([r for r in result_rows(result) if r[0] == task])
         for j, k in enumerate(result.shots):
             per = result.by_shots[k].get(task, {}).get("per_attribute", {})
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(attrs))]

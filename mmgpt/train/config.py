@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mmgpt.batching import Weighting
 from mmgpt.config import apply_overrides, from_dict, read_yaml, to_dict
-from mmgpt.datasets.collate import Weighting
 from mmgpt.errors import ConfigError
 
 Stage = Literal["text", "contrastive", "align", "interleaved", "instruct"]

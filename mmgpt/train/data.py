@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmgpt.datasets.collate import collate, collate_packed
+from mmgpt.batching import collate, collate_packed
 from mmgpt.datasets.readers import read_samples
 from mmgpt.datasets.schema import Sample, Segment, Turn
 from mmgpt.errors import DataError
@@ -137,7 +137,7 @@ class Schedule:
 
 def make_batch(items: list[Encoded], pad_id: int, batching: str, max_len: int, weighting: str = "token") -> dict:
     """Collate processed samples: packed rows of ``max_len`` tokens, or one sample per row;
-    ``weighting`` is the loss weighting of target tokens (:func:`mmgpt.datasets.collate.collate`)."""
+    ``weighting`` is the loss weighting of target tokens (:func:`mmgpt.batching.collate`)."""
     if batching == "pack":
         return collate_packed(items, pad_id, max_len, weighting=weighting)
     return collate(items, pad_id, padding_side="right", weighting=weighting)

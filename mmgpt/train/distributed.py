@@ -84,10 +84,6 @@ def wrap_model(model: nn.Module, d: Dist, strategy: str) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def is_sharded(model: nn.Module) -> bool:
     """Whether FSDP2 sharded ``model``'s parameters (DTensors)."""
     from torch.distributed.tensor import DTensor

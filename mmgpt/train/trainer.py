@@ -20,19 +20,19 @@ from tqdm import tqdm
 
 from mmgpt.config import MMGPTConfig, deep_merge, from_dict, read_yaml
 from mmgpt.datasets.schema import Sample
-from mmgpt.encoders.feature_cache import FeatureCache, encoder_fingerprint
 from mmgpt.errors import ConfigError
+from mmgpt.feature_cache import FeatureCache, encoder_fingerprint
 from mmgpt.model import MMGPT
 from mmgpt.precision import model_widths, resolve_precision
 from mmgpt.tokenizer import train_bpe, with_prefix_space
-from mmgpt.train import distributed as D
-from mmgpt.train.checkpointing import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from mmgpt.train import distributed
 from mmgpt.train.config import TrainConfig
 from mmgpt.train.contrastive import ContrastiveData, ContrastiveHeads, collate_pairs, contrastive_loss
 from mmgpt.train.data import EncodedDataset, Schedule, load_samples, make_batch, to_device
 from mmgpt.train.lora import apply_lora, merge_lora
 from mmgpt.train.metrics import MetricsLog, plot_metrics
 from mmgpt.train.optim import build_optimizer, lr_lambda
+from mmgpt.train.resume import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def bpe_corpus(samples: list[Sample], prefix_space: bool) -> list[str]:
     return ["\n".join(part(seg.text) for _, seg in s.segments if seg.type == "text") for s in samples]
 
 
-def build_model(cfg: TrainConfig, samples: list[Sample], dist: D.Dist) -> MMGPT:
+def build_model(cfg: TrainConfig, samples: list[Sample], dist: distributed.Dist) -> MMGPT:
     """The stage's starting model: a previous checkpoint, or a fresh one from a preset (with a
     BPE tokenizer trained on ``samples`` when ``train_tokenizer`` is set)."""
     if cfg.init_from:
@@ -69,7 +69,7 @@ def build_model(cfg: TrainConfig, samples: list[Sample], dist: D.Dist) -> MMGPT:
         if dist.is_main:
             corpus = bpe_corpus(samples, mcfg.tokenizer.resolved_prefix_space())
             train_bpe(corpus, mcfg.tokenizer.vocab_size).save_pretrained(str(tok_dir))
-        D.barrier(dist)  # every process loads the one tokenizer rank 0 trained
+        distributed.barrier(dist)  # every process loads the one tokenizer rank 0 trained
         from mmgpt.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(tok_dir)
@@ -92,7 +92,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.dist = D.init_distributed()
+        self.dist = distributed.init_distributed()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
@@ -135,8 +135,8 @@ class Trainer:
         if cfg.distributed == "fsdp" and self.dist.enabled and (cfg.lora.enabled or self.contrastive):
             raise ConfigError("distributed=fsdp: LoRA and the contrastive stage run under ddp only "
                               "(their models are small; LoRA merges on one process)")
-        self.wrapped = D.wrap_model(self.module, self.dist, cfg.distributed)
-        self.sharded = D.is_sharded(model)
+        self.wrapped = distributed.wrap_model(self.module, self.dist, cfg.distributed)
+        self.sharded = distributed.is_sharded(model)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, self.total_steps))
         self.start_step = 0
@@ -159,7 +159,7 @@ class Trainer:
         amp = resolve_precision(self.cfg.precision, self.device, tokens=self.cfg.batch_size * self.max_len,
                                 **model_widths(self.model))
         if self.cfg.precision == "auto" and self.dist.enabled:
-            votes = D.all_reduce_sum(int(amp is not None), self.dist)
+            votes = distributed.all_reduce_sum(int(amp is not None), self.dist)
             amp = amp if votes == self.dist.world_size else None
         return amp
 
@@ -267,7 +267,7 @@ class Trainer:
         step = self.start_step
         for step in range(self.start_step, self.total_steps):
             batches = self.micro_batches(step)
-            n_global = D.all_reduce_sum(sum(b["target_weight"] for b in batches), self.dist)
+            n_global = distributed.all_reduce_sum(sum(b["target_weight"] for b in batches), self.dist)
             scale = self.dist.world_size / max(n_global, 1)
             loss_sum, extra = 0.0, {}
             for k, b in enumerate(batches):
@@ -283,7 +283,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            loss = D.all_reduce_sum(loss_sum, self.dist) / max(n_global, 1)
+            loss = distributed.all_reduce_sum(loss_sum, self.dist) / max(n_global, 1)
             done = step + 1
             elapsed = time.time() - t0
             bar.update(1)
@@ -328,7 +328,7 @@ class Trainer:
             ls, n, _ = self.loss(b)
             total += float(ls)
             count += n
-        total, count = D.all_reduce_sum(total, self.dist), D.all_reduce_sum(count, self.dist)
+        total, count = distributed.all_reduce_sum(total, self.dist), distributed.all_reduce_sum(count, self.dist)
         self.model.train()
         val = total / max(count, 1)
         self.metrics.write({"kind": "val", "step": step, "val_loss": val})
@@ -343,17 +343,17 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> None:
         self.flush_caches(step)  # before the checkpoint: a resume finds every feature it had
-        gathered = D.gather_full_state(self.model, self.optimizer) if self.sharded else None  # every process
+        gathered = distributed.gather_full_state(self.model, self.optimizer) if self.sharded else None  # every process
         if self.dist.is_main:
             save_training_checkpoint(self.cfg.run_dir / "checkpoints", step, self.model, self.optimizer,
                                      self.scheduler, {"config": self.cfg.to_dict()}, self.cfg.keep_last, gathered)
-        D.barrier(self.dist)
+        distributed.barrier(self.dist)
 
     def finish(self, step: int, stats: dict) -> Path:
         """Save the final model (LoRA merged, contrastive heads dropped), plot, summarise."""
         cfg = self.cfg
         final = cfg.run_dir / "final"
-        full = D.gather_full_state(self.model)[0] if self.sharded else None  # a collective: every process
+        full = distributed.gather_full_state(self.model)[0] if self.sharded else None  # a collective: every process
         if self.dist.is_main:
             if cfg.lora.enabled and cfg.lora.merge_on_save:
                 merge_lora(self.model)
@@ -371,7 +371,7 @@ class Trainer:
                        "feature_cache": {m: {"hits": c.hits, "misses": c.misses} for m, c in self.caches.items()}}
             (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"saved {final}  ({stats['steps_per_s']:.2f} steps/s, final loss {summary['final_loss']})")
-        D.barrier(self.dist)
+        distributed.barrier(self.dist)
         return final
 
 
@@ -381,4 +381,4 @@ def train(cfg: TrainConfig) -> Path:
     try:
         return trainer.train()
     finally:
-        D.cleanup(trainer.dist)
+        distributed.cleanup(trainer.dist)

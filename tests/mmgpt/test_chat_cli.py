@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from mmgpt import cli
+from mmgpt.cli import common as cli_common
 from mmgpt.chat import ANSWER_PREFIX, chat_loop
 from mmgpt.demo.session import ModelRunner, Settings
 from mmgpt.tokenizer import encode_text
@@ -66,7 +67,7 @@ def answers(stdout: str) -> list[str]:
 def test_chat_through_stdin_answers_two_turns_with_an_image_and_a_clip(model, media, monkeypatch, capsys):
     script = f"/image {media['image']}\nHow many shapes?\n/audio {media['audio']}\nAnd how many beeps?\n"
     monkeypatch.setattr(sys, "stdin", io.StringIO(script))
-    monkeypatch.setattr(cli, "load_checkpoint", lambda path: model)
+    monkeypatch.setattr(cli_common, "load_checkpoint", lambda path: model)
     assert cli.main(["chat", "any/checkpoint", "--max-new-tokens", str(TOKENS)]) == 0
     out = capsys.readouterr()
     got = answers(out.out)

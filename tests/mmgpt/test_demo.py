@@ -401,7 +401,7 @@ class WebDriver:
 def test_browser_upload_image_and_clip_and_screenshot(tmp_path):
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
-    from mmgpt.cli import load_checkpoint
+    from mmgpt.cli.common import load_checkpoint
     from mmgpt.datasets.shapestones import generate
 
     checkpoint = os.environ.get("MMGPT_DEMO_CHECKPOINT")  # a trained model makes a better screenshot

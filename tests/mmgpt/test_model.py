@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from mmgpt.batching import collate
 from mmgpt.config import MMGPTConfig, apply_overrides
-from mmgpt.datasets.collate import collate
 from mmgpt.errors import CheckpointError
 from mmgpt.model import MMGPT, load
 from tests.conftest import make_image, make_wave
@@ -94,7 +94,7 @@ def test_checkpoint_from_before_prefix_space_loads_with_it_off(tiny_model, tmp_p
     off, as that model was trained; one that states it keeps its value."""
     import json
 
-    from mmgpt.checkpoint import write_manifest
+    from mmgpt.safe_io import write_manifest
 
     ck = tiny_model.save_pretrained(tmp_path / "ck")
     assert load(ck).config.tokenizer.prefix_space is tiny_model.config.tokenizer.prefix_space is True

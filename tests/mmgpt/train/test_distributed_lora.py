@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmgpt.datasets.collate import collate
+from mmgpt.batching import collate
 from mmgpt.model import load
 from mmgpt.train import TrainConfig
 from mmgpt.train.lora import merge_lora

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmgpt.train import TrainConfig, train
-from mmgpt.train.checkpointing import latest_checkpoint
+from mmgpt.train.resume import latest_checkpoint
 from tests.mmgpt.train.conftest import ROOT, overrides
 
 RECIPE = ROOT / "recipes/configs/stage3_instruct.yaml"

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from mmgpt.datasets.check import content_targets
+from mmgpt.datacheck.check import content_targets
 from mmgpt.datasets.readers import read_samples
 from mmgpt.errors import MMGPTError
 

@@ -1,4 +1,4 @@
-"""Preflight of datasets: ``mmgpt data check`` (and the ``mmgpt data`` command line).
+"""Preflight of datasets: ``mmgpt data check``.
 
 :func:`check_dataset` reads every row of a dataset (any format :func:`read_samples` detects),
 decodes its media and runs a model's processor on it, and returns a :class:`CheckReport`:
@@ -14,16 +14,13 @@ trained-token, media and task statistics. Problem kinds:
 * ``data``: any other ``DataError`` (an image for a model without a vision encoder...).
 * ``trimmed`` (a warning, the rest are errors): text dropped from the left to fit the context.
 
-``mmgpt data inspect`` lives in :mod:`mmgpt.datasets.inspection`; both commands are added here.
+``mmgpt data inspect`` lives in :mod:`mmgpt.datacheck.inspection`; both commands are added here.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -36,11 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mmgpt.datasets.readers import read_samples
-from mmgpt.errors import ConfigError, ContextOverflowError, DataError, InvalidMediaError
+from mmgpt.errors import ContextOverflowError, DataError, InvalidMediaError
 
 ERROR_KINDS = ("parse", "media", "overflow", "placeholders", "no_targets", "data")
 MAX_EXAMPLES = 5  # messages kept per problem kind
-DEFAULT_PRESET = Path("recipes") / "configs" / "model" / "quickstart.yaml"
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -278,98 +274,3 @@ def check_dataset(
         samples.close()  # closes the open file when the limit stops the pass early
         bar.close()
     return tally.finish(reader, started)
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def default_preset() -> Path:
-    """The quickstart model preset, found next to the package or under the working directory.
-
-    Raises:
-        ConfigError: neither place has it.
-    """
-    tried = [Path(__file__).resolve().parents[1] / DEFAULT_PRESET, Path.cwd() / DEFAULT_PRESET]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no default model preset (tried {', '.join(map(str, tried))}); "
-                      "pass --model CHECKPOINT_DIR or --config MODEL_YAML")
-
-
-def load_processor(model: str | None = None, config: str | None = None):
-    """The processor of a checkpoint (``model``), or of a model preset built with random weights.
-
-    Args:
-        model: an mmgpt checkpoint directory.
-        config: a model YAML preset; default :func:`default_preset` when ``model`` is None.
-
-    Returns:
-        The :class:`mmgpt.processor.Processor`.
-
-    Raises:
-        CheckpointError: the checkpoint is missing or damaged.
-        ConfigError: the preset is missing or invalid.
-    """
-    from mmgpt.config import MMGPTConfig
-    from mmgpt.model import MMGPT, load
-
-    if model is not None:
-        return load(model).processor
-    return MMGPT(MMGPTConfig.from_yaml(config or default_preset()), load_weights=False).processor
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="PATH", help="data file or glob (.jsonl, LLaVA/COCO .json, .csv, .tar)")
-    p.add_argument("--format", default="auto", help="reader: auto (default), jsonl, llava, coco, audio_captions, "
-                                                    "webdataset")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="CHECKPOINT_DIR", help="tokenize with this trained model")
-    which.add_argument("--config", metavar="YAML", help=f"tokenize with this model preset (default {DEFAULT_PRESET})")
-    p.add_argument("--max-length", type=int, default=None, help="context budget (default the model's)")
-    p.add_argument("--allow-no-targets", action="store_true",
-                   help="a sample with nothing trained is a warning, not an error")
-
-
-def add_cli(sub) -> None:
-    """Add ``check`` and ``inspect`` to the ``mmgpt data`` subcommands (``sub``: its subparsers)."""
-    c = sub.add_parser("check", help="validate every row: parsing, media, token counts, targets; exit 1 on errors",
-                       description="Read every row, decode every media file, run the processor, and report "
-                                   "problems by kind with statistics. Exit code 1 when any error was found.")
-    _common(c)
-    c.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N rows")
-    c.add_argument("--max-image-pixels", type=int, default=None, help="image size cap (default the model's)")
-    c.add_argument("--max-audio-seconds", type=float, default=None, help="clip length cap (default the model's)")
-    c.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
-
-    def run_check(a: argparse.Namespace) -> int:
-        read_samples(a.path, a.format)  # a bad path or format fails before the model is built
-        processor = load_processor(a.model, a.config)
-        print(f"model        {a.model or a.config or default_preset()} (its tokenizer and processor)")
-        report = check_dataset(a.path, processor, format=a.format, limit=a.limit,
-                               allow_no_targets=a.allow_no_targets, max_length=a.max_length,
-                               max_image_pixels=a.max_image_pixels, max_audio_seconds=a.max_audio_seconds,
-                               progress=True)
-        print(report.format())
-        if a.json:
-            Path(a.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        return 0 if report.ok else 1
-
-    c.set_defaults(run=run_check)
-    i = sub.add_parser("inspect", help="print the first samples' tokens, trained ones in [[...]]",
-                       description="Print the first samples as the model sees them: decoded tokens, trained "
-                                   "spans in [[...]], media pad runs collapsed. Exit code 1 when a shown sample "
-                                   "fails or has nothing trained.")
-    _common(i)
-    i.add_argument("--n", type=int, default=3, help="samples to show (default 3)")
-    i.add_argument("--no-color", action="store_true", help="no ANSI colour (off anyway when stdout is not a TTY)")
-
-    def run_inspect(a: argparse.Namespace) -> int:
-        read_samples(a.path, a.format)
-        color = not a.no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        from mmgpt.datasets.inspection import inspect_dataset
-
-        return inspect_dataset(a.path, load_processor(a.model, a.config), n=a.n, format=a.format,
-                               max_length=a.max_length, allow_no_targets=a.allow_no_targets, color=color)
-
-    i.set_defaults(run=run_inspect)

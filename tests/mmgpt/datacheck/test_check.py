@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mmgpt.cli import main
-from mmgpt.datasets.check import check_dataset, default_preset
-from mmgpt.datasets.inspection import inspect_dataset, render_tokens
+from mmgpt.datacheck.check import check_dataset
+from mmgpt.datacheck.cli import default_preset
+from mmgpt.datacheck.inspection import inspect_dataset, render_tokens
 from mmgpt.datasets.shapestones import generate
 from mmgpt.processor import Processor
 from tests.conftest import TINY, make_image

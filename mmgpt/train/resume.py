@@ -27,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
-from mmgpt.checkpoint import atomic_dir, atomic_write_text, distinct_tensors, verify_manifest, write_manifest
 from mmgpt.errors import CheckpointError
+from mmgpt.pretrained import distinct_tensors
+from mmgpt.safe_io import atomic_dir, atomic_write_text, verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 LATEST = "latest"

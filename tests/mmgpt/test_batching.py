@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmgpt.datasets.collate import IGNORE, block_causal_mask, collate, collate_packed, pack_rows
+from mmgpt.batching import IGNORE, block_causal_mask, collate, collate_packed, pack_rows
 from tests.conftest import make_image, make_wave
 
 KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_values", "audio_values", "audio_lengths",
