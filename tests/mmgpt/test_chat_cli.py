@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from mmgpt import cli
-from mmgpt.cli import common as cli_common
 from mmgpt.chat import ANSWER_PREFIX, chat_loop
+from mmgpt.cli import common as cli_common
 from mmgpt.demo.session import ModelRunner, Settings
 from mmgpt.tokenizer import encode_text
 from tests.conftest import make_image, make_wave
