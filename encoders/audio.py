@@ -27,6 +27,7 @@ from torch import nn
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from mmgpt.encoders.base import MediaEncoder
 from mmgpt.errors import CheckpointError, InvalidMediaError
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,9 @@ def load_whisper_encoder_weights(path: str | Path) -> tuple[WhisperConfig, dict[
     return wcfg, state
 
 
-class AudioEncoder(nn.Module):
-    """Log-mel front end + Whisper encoder layers (transformers' ``WhisperEncoder`` modules).
+class AudioEncoder(MediaEncoder):
+    """Log-mel front end + Whisper encoder layers (transformers' ``WhisperEncoder`` modules): the
+    ``audio`` modality.
 
     The encoder is transformers' own ``WhisperEncoder``, so real Whisper weights load into it
     unchanged; this wrapper runs its parts on windows of any length up to the window with a
@@ -180,6 +182,10 @@ class AudioEncoder(nn.Module):
     Raises:
         CheckpointError: the Whisper checkpoint is missing, damaged or does not fit.
     """
+
+    modality = "audio"
+    token_layout = "sequence"
+    sample_rate = SAMPLE_RATE
 
     def __init__(self, cfg, load_weights: bool = True) -> None:
         super().__init__()
@@ -210,9 +216,25 @@ class AudioEncoder(nn.Module):
         full, rest = divmod(num_frames, self.window)
         return [self.window] * full + ([rest] if rest else [])
 
-    def num_frames_out(self, num_samples: int) -> int:
-        """Encoder frames (T) for a clip of ``num_samples`` samples, all windows together."""
-        return encoder_frames(num_samples, self.window)
+    def num_tokens(self, length: int) -> int:
+        """Encoder frames (T) for a clip of ``length`` samples, all windows together."""
+        return encoder_frames(length, self.window)
+
+    def prepare(self, decoded) -> torch.Tensor:
+        """A float32 mono waveform at :attr:`sample_rate` (numpy) -> (S,) tensor."""
+        return torch.from_numpy(decoded)
+
+    def load_options(self) -> dict:
+        return {"sample_rate": self.sample_rate}
+
+    def make_portable(self, settings) -> None:
+        """Also inline the full Whisper config the pretrained directory held."""
+        super().make_portable(settings)
+        settings.hf_config = self.export_config()
+
+    def dummy_input(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """One second of silence."""
+        return torch.zeros(1, self.sample_rate, device=device), torch.tensor([self.sample_rate], device=device)
 
     def encode_mel(self, mel: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Run the encoder on windows: (C, M, F<=W) + (C,) lengths -> (C, ceil(F/2), D)."""

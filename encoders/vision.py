@@ -2,7 +2,7 @@
 
 Shapes: B images, C=3 channels, H=W=img_size, N patch tokens, D encoder width.
 
-    pixel_values (B, 3, H, W) -> VisionEncoder -> features (B, N, D)
+    pixel_values (B, 3, H, W) -> VisionEncoder -> features (B, N, D) + lengths (B,) all N
 
 ``select_layer`` picks which block's output is used (-1 the last, with the model's final
 norm; -2 the one before, LLaVA's choice, without it). Blocks after the selected one are
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import timm
 import torch
-from torch import nn
 
+from mmgpt.encoders.base import MediaEncoder
 from mmgpt.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class VisionEncoder(nn.Module):
-    """A timm backbone as a patch-feature extractor.
+class VisionEncoder(MediaEncoder):
+    """A timm backbone as a patch-feature extractor (the ``image`` modality).
 
     Args:
         cfg: a :class:`mmgpt.config.VisionConfig`.
@@ -35,6 +35,9 @@ class VisionEncoder(nn.Module):
         ConfigError: unknown timm model name or arguments it does not accept.
         CheckpointError: the weight file is missing or does not fit the model.
     """
+
+    modality = "image"
+    token_layout = "grid"
 
     def __init__(self, cfg, load_weights: bool = True) -> None:
         super().__init__()
@@ -73,6 +76,7 @@ class VisionEncoder(nn.Module):
             # Keep blocks 1..index and drop the final norm: the output is that block's hidden state.
             model.prune_intermediate_layers([index - 1], prune_norm=True, prune_head=True)
         self.model = model
+        self._transform = None
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self.width = int(model.num_features)
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
@@ -86,9 +90,28 @@ class VisionEncoder(nn.Module):
     def output_dim(self) -> int:
         return self.width
 
-    def num_tokens(self) -> int:
-        """Number of feature vectors per image (N)."""
+    @property
+    def fixed_tokens(self) -> int:
         return self.num_patches
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input in pixels."""
+        return self.cfg.img_size
+
+    def num_tokens(self, length: int = 0) -> int:
+        """Feature vectors per image (N); every image is resized to the same size."""
+        return self.num_patches
+
+    def prepare(self, decoded) -> torch.Tensor:
+        """An RGB PIL image -> normalised (3, H, W) pixels (:meth:`image_transform`)."""
+        if self._transform is None:
+            self._transform = self.image_transform()
+        return self._transform(decoded)
+
+    def dummy_input(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.cfg.img_size
+        return torch.zeros(1, 3, size, size, device=device), torch.tensor([size], device=device)
 
     def _features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.model.forward_features(pixel_values)
@@ -96,9 +119,10 @@ class VisionEncoder(nn.Module):
             x = x.flatten(2).transpose(1, 2)
         return x[:, self.num_prefix_tokens :]  # drop CLS / register tokens: (B, N, D)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float -> (B, N, D) patch features."""
-        return self._features(pixel_values)
+    def forward(self, pixel_values: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) float (+ lengths, unused: images are one size) -> (B, N, D) patch features + (B,) N."""
+        feats = self._features(pixel_values)
+        return feats, torch.full((feats.shape[0],), feats.shape[1], dtype=torch.long, device=feats.device)
 
     def image_transform(self):
         """The matching eval transform (PIL image -> normalised (3, H, W) tensor) from timm's data config.

@@ -79,7 +79,7 @@ def adapter_tokens(cfg: AdapterConfig, n_in: int) -> int:
         side = math.isqrt(n_in)
         if side * side != n_in or side % cfg.factor:
             raise ConfigError(
-                f"adapters.image: pixel_shuffle factor {cfg.factor} needs a square patch grid with a side "
+                f"adapters: pixel_shuffle factor {cfg.factor} needs a square patch grid with a side "
                 f"divisible by it; got {n_in} patches"
             )
         return n_in // cfg.factor**2
@@ -156,28 +156,30 @@ class Adapter(nn.Module):
         cfg: the modality's :class:`~mmgpt.config.AdapterConfig`.
         in_dim: encoder width D.
         out_dim: decoder width H.
-        modality: ``"image"`` or ``"audio"`` (pixel_shuffle is for images, frame_stack for audio).
+        layout: the encoder's token layout: ``"grid"`` (pixel_shuffle applies) or ``"sequence"``
+            (frame_stack applies).
+        num_in: encoder tokens per item when fixed (needed by ``pos_embed``), else None.
+        name: the modality's name, for messages (``adapters.image``).
 
     Raises:
-        ConfigError: a reducer used with the wrong modality.
+        ConfigError: a reducer that does not fit the layout, or ``pos_embed`` without a fixed size.
     """
 
-    def __init__(self, cfg: AdapterConfig, in_dim: int, out_dim: int, modality: str,
-                 num_in: int | None = None) -> None:
+    def __init__(self, cfg: AdapterConfig, in_dim: int, out_dim: int, layout: str = "sequence",
+                 num_in: int | None = None, name: str = "media") -> None:
         super().__init__()
         self.cfg = cfg
-        self.modality = modality
         self.pos = None
         if cfg.pos_embed:
             if num_in is None:
-                raise ConfigError(f"adapters.{modality}.pos_embed needs a fixed number of tokens (images only)")
+                raise ConfigError(f"adapters.{name}.pos_embed needs a fixed number of tokens per item (images)")
             # Says which patch of the grid a token is, so the decoder can find "the top left" by
             # content. Starts from a 2-D sine-cosine layout (informative from step one) and learns.
             self.pos = nn.Parameter(sincos_2d(adapter_tokens(cfg, num_in), out_dim))
-        if cfg.reducer == "pixel_shuffle" and modality != "image":
-            raise ConfigError(f"adapters.{modality}.reducer: pixel_shuffle works on image patch grids only")
-        if cfg.reducer == "frame_stack" and modality != "audio":
-            raise ConfigError(f"adapters.{modality}.reducer: frame_stack works on audio frames only")
+        if cfg.reducer == "pixel_shuffle" and layout != "grid":
+            raise ConfigError(f"adapters.{name}.reducer: pixel_shuffle works on patch grids (images) only")
+        if cfg.reducer == "frame_stack" and layout != "sequence":
+            raise ConfigError(f"adapters.{name}.reducer: frame_stack works on frame sequences (audio) only")
         k = cfg.factor if cfg.reducer != "none" else 1
         reduced = in_dim * (k * k if cfg.reducer == "pixel_shuffle" else k)
         if cfg.type == "linear":

@@ -1,16 +1,18 @@
-"""Collation: processed samples -> a model batch, padded or packed.
+"""Batching: processed samples -> a model batch, padded or packed; the block-diagonal mask.
 
-Shapes: B rows, L row length, I_img images, I_aud clips, S longest clip in samples.
+Shapes: B rows, L row length; per modality I items, L_m the longest item along its last axis.
 
 Batch keys: ``input_ids``, ``labels``, ``position_ids`` (B, L); ``attention_mask`` (B, L) 1 for
 real tokens (padded batches); ``sequence_ids`` (B, L) the index of the sample each position
 belongs to, -1 on padding (packed batches: the model turns it into a block-diagonal causal
-mask, so packed samples never attend to each other); ``pixel_values`` (I_img, 3, H, W);
-``audio_values`` (I_aud, S) and ``audio_lengths`` (I_aud,); ``padding_fraction``;
-``num_targets``; ``target_weight`` (the loss normaliser: ``num_targets`` under token
-weighting); ``loss_weights`` (B, L) per-target weights, only for ``sample``/``square``
-weighting; ``meta`` (list of dicts). Media are ordered as their pad tokens appear row by row,
-the order in which the model scatters them.
+mask, so packed samples never attend to each other); ``media`` ``{modality: (values (I, ...,
+L_m), lengths (I,))}`` (:func:`pad_stack` of the items' encoder inputs); ``cached_media``
+``{modality: [MediaItem, ...]}`` instead, for a modality whose items went through the
+frozen-feature cache (:mod:`mmgpt.feature_cache` turns them into ``features``);
+``padding_fraction``; ``num_targets``; ``target_weight`` (the loss normaliser: ``num_targets``
+under token weighting); ``loss_weights`` (B, L) per-target weights, only for
+``sample``/``square`` weighting; ``meta`` (list of dicts). Media are ordered as their pad
+tokens appear row by row, the order in which the model scatters them.
 
 Loss weighting (``weighting``): ``token`` averages over every target token of the batch, so a
 40-token caption outweighs a one-word answer 40 to 1; ``sample`` gives each sample the same
@@ -26,6 +28,7 @@ targets (and loss) of the same samples padded one per row.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -64,18 +67,53 @@ def _add_weights(batch: dict[str, Any], spans: list[tuple[int, slice]], weightin
     batch["target_weight"] = float(weights[:, 1:].sum())
 
 
+@dataclass
+class MediaItem:
+    """One image or clip of a processed sample.
+
+    Attributes:
+        values: the encoder's input (:meth:`~mmgpt.encoders.base.MediaEncoder.prepare`), or None
+            when ``features`` came from the feature cache.
+        features: the encoder's output (N, D), from the feature cache.
+        key: the item's feature-cache key, when a cache was consulted for it.
+    """
+
+    values: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    key: str | None = None
+
+
+def pad_stack(items: list[torch.Tensor], dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack tensors of equal shape but along ``dim``, zero-padding that axis to the longest.
+
+    Returns:
+        (I, ...) values and (I,) lengths: each item's size along ``dim``.
+    """
+    lengths = torch.tensor([t.shape[dim] for t in items], dtype=torch.long)
+    longest = int(lengths.max())
+    first = items[0]
+    shape = list(first.shape)
+    shape[dim] = longest
+    out = first.new_zeros(len(items), *shape)
+    for i, t in enumerate(items):
+        out[i].narrow(dim, 0, t.shape[dim]).copy_(t)
+    return out, lengths
+
+
 def _media(rows: list[list[Any]]) -> dict[str, Any]:
-    images = [img for row in rows for enc in row for img in enc.images]
-    audios = [a for row in rows for enc in row for a in enc.audios]
-    out: dict[str, Any] = {"pixel_values": torch.stack(images) if images else None,
-                           "audio_values": None, "audio_lengths": None}
-    if audios:
-        lengths = torch.tensor([a.numel() for a in audios], dtype=torch.long)
-        values = torch.zeros(len(audios), int(lengths.max()))  # (I_aud, S)
-        for i, a in enumerate(audios):
-            values[i, : a.numel()] = a
-        out["audio_values"], out["audio_lengths"] = values, lengths
-    return out
+    """``media`` (and ``cached_media``) of a batch from its rows of processed samples."""
+    by_modality: dict[str, list[MediaItem]] = {}
+    for row in rows:
+        for enc in row:
+            for modality, items in enc.media.items():
+                by_modality.setdefault(modality, []).extend(items)
+    media, cached = {}, {}
+    for modality, items in by_modality.items():
+        if any(it.key is not None for it in items):
+            cached[modality] = items
+        elif items:
+            media[modality] = pad_stack([it.values for it in items])
+    return {"media": media, **({"cached_media": cached} if cached else {})}
 
 
 def collate(encoded: list, pad_id: int, padding_side: Literal["right", "left"] = "right",
@@ -190,3 +228,13 @@ def block_causal_mask(sequence_ids: torch.Tensor, boolean: bool = True,
     return torch.zeros(allowed.shape, dtype=dtype, device=sequence_ids.device).masked_fill(
         ~allowed, torch.finfo(dtype).min
     )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """``batch`` with its tensors, and its ``media`` / ``features`` pairs, on ``device``."""
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    for key in ("media", "features"):
+        if key in batch:
+            out[key] = {m: (v.to(device, non_blocking=True), n.to(device, non_blocking=True))
+                        for m, (v, n) in batch[key].items()}
+    return out

@@ -21,7 +21,9 @@ import yaml
 from mmgpt.errors import ConfigError
 
 T = TypeVar("T")
-MODALITIES = ("image", "audio")
+# modality -> the MMGPTConfig field with its encoder's settings (mmgpt.modalities has the rest)
+ENCODER_FIELDS = {"image": "vision", "audio": "audio"}
+MODALITIES = tuple(ENCODER_FIELDS)
 
 
 # --------------------------------------------------------------------------- generic machinery
@@ -359,8 +361,12 @@ class MMGPTConfig:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """Enabled modalities in a fixed order."""
-        return tuple(m for m, c in (("image", self.vision), ("audio", self.audio)) if c is not None)
+        """Enabled modalities (their encoder section is set), in the registry's order."""
+        return tuple(m for m, f in ENCODER_FIELDS.items() if getattr(self, f) is not None)
+
+    def encoder_config(self, modality: str) -> Any:
+        """The encoder settings of ``modality`` (``vision`` for ``image``)."""
+        return getattr(self, ENCODER_FIELDS[modality])
 
     # -- I/O ----------------------------------------------------------------------------
     @classmethod

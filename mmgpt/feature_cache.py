@@ -1,12 +1,21 @@
-"""Frozen-feature cache: encoder outputs computed once per media item and reused.
+"""Frozen-feature cache: an encoder's output for each media source, computed once and reused.
 
-When an encoder is frozen (and mmgpt applies no augmentation), its output for a given image
-or clip never changes, so it is computed once, keyed by a hash of the decoded media, and kept
-in memory and on disk (safetensors shards) for later epochs and later stages. The cache
-folder is named by a fingerprint of the encoder's weights and config: change the encoder and
-a new, empty cache is used.
+When an encoder is frozen (and mmgpt applies no augmentation), its output for a given image or
+clip never changes, so it is computed once and kept in memory and on disk (safetensors
+shards) for later epochs and later stages. It sits in the data path, before decoding:
 
-Shapes: I items; images give (P, D) each, clips (T_i, D) each.
+    processor: source -> key (:func:`source_key`) -> hit: the cached features, nothing decoded
+                                                   -> miss: decode + prepare, as without a cache
+    batch: the items of a cached modality stay a list (``batch["cached_media"]``)
+    objective: :meth:`FeatureCache.features_for` encodes the misses of the batch in one call,
+               keeps them, and hands the model every item's features (``batch["features"]``)
+
+Keys are read without decoding: a file is its resolved path, size and modification time (so an
+edited file is a new key); bytes, arrays and images in memory are hashed. The folder is named
+by a fingerprint of the encoder's config, weights and compute dtype: change the encoder and a
+new, empty cache is used.
+
+Shapes: I items; each has (N_i, D) features (images: N fixed; clips: T_i frames).
 """
 
 from __future__ import annotations
@@ -18,12 +27,18 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmgpt.batching import MediaItem, pad_stack
+
 log = logging.getLogger(__name__)
+Encode = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def encoder_fingerprint(encoder: nn.Module, extra: str = "") -> str:
@@ -37,18 +52,50 @@ def encoder_fingerprint(encoder: nn.Module, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def media_key(t: torch.Tensor) -> str:
-    """Hash of a decoded media tensor (pixel values or waveform)."""
-    return hashlib.sha1(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+def _array_bytes(a: np.ndarray) -> bytes:
+    a = np.ascontiguousarray(a)
+    return f"{a.dtype}{a.shape}".encode() + a.tobytes()
+
+
+def source_key(source: Any) -> str | None:
+    """The identity of a media source, read without decoding it; None when it has none (the item
+    is then decoded every time).
+
+    A path: resolved path, size and modification time (a missing file has no key; decoding
+    reports it). Bytes, numpy arrays, tensors, PIL images and ``(waveform, rate)`` pairs: a hash
+    of their content.
+    """
+    h = hashlib.sha1()
+    if isinstance(source, str | os.PathLike):
+        try:
+            path = Path(source).resolve()
+            st = path.stat()
+        except OSError:
+            return None
+        h.update(f"file\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    elif isinstance(source, bytes | bytearray):
+        h.update(b"bytes\0" + bytes(source))
+    elif isinstance(source, np.ndarray):
+        h.update(b"array\0" + _array_bytes(source))
+    elif isinstance(source, torch.Tensor):
+        h.update(b"tensor\0" + _array_bytes(source.detach().cpu().float().numpy()))
+    elif isinstance(source, Image.Image):
+        h.update(f"image\0{source.mode}\0{source.size}\0".encode() + source.tobytes())
+    elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], int):
+        wave = source[0].detach().cpu().numpy() if isinstance(source[0], torch.Tensor) else np.asarray(source[0])
+        h.update(f"wave\0{source[1]}\0".encode() + _array_bytes(wave))
+    else:
+        return None
+    return h.hexdigest()
 
 
 class FeatureCache:
-    """Cache of one frozen encoder's features, in memory and under ``root/<fingerprint>/``.
+    """Cache of one frozen encoder's features, in memory and under ``root/<modality>-<fingerprint>/``.
 
     Args:
         root: folder for the on-disk shards (None: memory only).
         fingerprint: :func:`encoder_fingerprint` of the encoder.
-        modality: ``"image"`` or ``"audio"`` (used in names only).
+        modality: the encoder's modality (names the folder).
         skip: shard names (without extension) to ignore, e.g. shards a resumed run wrote after
             the checkpoint it resumes from.
     """
@@ -74,33 +121,42 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.mem)
 
-    def features(self, items: list[torch.Tensor], compute: Callable[[list[int]], list[torch.Tensor]],
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of every item, computing only the missing ones.
+    @staticmethod
+    def key(source: Any) -> str | None:
+        """:func:`source_key` of ``source``."""
+        return source_key(source)
+
+    def lookup(self, key: str) -> torch.Tensor | None:
+        """The cached (N, D) features under ``key``, or None."""
+        return self.mem.get(key)
+
+    def features_for(self, items: list[MediaItem], encode: Encode,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item's features, encoding the items without them in one call and keeping those.
 
         Args:
-            items: decoded media tensors (pixel values (3, H, W) or waveforms (S,)).
-            compute: given indices of missing items, returns their features, each (L_i, D).
-            device: where the returned batch lives.
+            items: a batch's items of this modality, in order (hits carry ``features``).
+            encode: ``(values, lengths) -> (features (I, N, D), lengths (I,))``, the frozen encoder
+                (the caller sets no-grad and autocast).
+            device: where the missing items are encoded and the result lives.
 
         Returns:
-            (I, L_max, D) features, zero-padded, and (I,) lengths.
+            (I, N_max, D) features, zero-padded, and (I,) lengths.
         """
-        keys = [media_key(t) for t in items]
-        missing = [i for i, k in enumerate(keys) if k not in self.mem]
+        feats = [it.features if it.features is not None or it.key is None else self.mem.get(it.key) for it in items]
+        missing = [i for i, f in enumerate(feats) if f is None]  # not cached when processed, nor since
         if missing:
-            fresh = compute(missing)
-            for i, f in zip(missing, fresh):
-                f = f.detach().to("cpu").contiguous()
-                self.mem[keys[i]] = f
-                self.pending[keys[i]] = f
+            values, lengths = pad_stack([items[i].values for i in missing])
+            out, out_len = encode(values.to(device), lengths.to(device))
+            for j, i in enumerate(missing):
+                f = out[j, : int(out_len[j])].detach().to("cpu").contiguous()  # (N_i, D)
+                feats[i] = f
+                if items[i].key is not None:
+                    self.mem[items[i].key] = f
+                    self.pending[items[i].key] = f
         self.misses += len(missing)
         self.hits += len(items) - len(missing)
-        feats = [self.mem[k] for k in keys]
-        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
-        out = feats[0].new_zeros(len(feats), int(lengths.max()), feats[0].shape[-1])  # (I, L, D)
-        for i, f in enumerate(feats):
-            out[i, : f.shape[0]] = f
+        out, lengths = pad_stack(feats, dim=0)  # (I, N_max, D)
         return out.to(device), lengths.to(device)
 
     def flush(self, tag: str | None = None) -> None:

@@ -1,25 +1,31 @@
-"""Generation: batched prompts through transformers ``generate`` on ``inputs_embeds``.
+"""Generation: the one path from prompts to text, used by the API, eval, the chat CLI and the demo.
 
-Prompts are left-padded and embedded once (media encoded at prefill only); the decoder's
-``generate`` then runs with its KV cache, greedy, sampling or beam search. ``chat(...,
-stream=True)`` yields text pieces as they are produced (``TextIteratorStreamer``).
+Prompts are encoded, left-padded and embedded once (media encoded at prefill only); the
+decoder's ``generate`` then runs with its KV cache, greedy, sampling or beam search. Two prompt
+modes: ``chat`` (messages or chat samples, ending with ``<|im_start|>assistant\\n``) and
+``completion`` (role-less documents continued as they are, for few-shot completion prompts).
+:func:`stream_answer` yields the text of one answer as it is produced (``TextIteratorStreamer``, a
+generating thread that can hold a caller's lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from threading import Thread
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import TextIteratorStreamer
 
-from mmgpt.batching import collate
+from mmgpt.batching import collate, to_device
 from mmgpt.datasets.schema import Sample
 from mmgpt.errors import ContextOverflowError
-from mmgpt.processor import CAPTION_PROMPTS
+from mmgpt.modalities import CAPTION_PROMPTS
 
 Prompt = Sample | list[dict]
+Mode = Literal["chat", "completion"]
+MODES = ("chat", "completion")
 
 
 def _as_prompt(p: Any) -> Prompt:
@@ -28,21 +34,31 @@ def _as_prompt(p: Any) -> Prompt:
     raise TypeError(f"a prompt is a Sample or a list of chat messages, got {type(p).__name__}")
 
 
-def prepare(model, prompts: list[Prompt], max_new_tokens: int) -> dict:
-    """Encode prompts (with the assistant header) and left-pad them into one batch on the model's device.
+def _encode(model, prompt: Prompt, budget: int, mode: Mode):
+    if mode == "chat":
+        return model.processor(_as_prompt(prompt), add_generation_prompt=True, max_length=budget)
+    enc = model.processor(_as_prompt(prompt), max_length=budget + 1)  # + the <|endoftext|> dropped here
+    enc.input_ids, enc.labels = enc.input_ids[:-1], enc.labels[:-1]
+    return enc
+
+
+def prepare(model, prompts: list[Prompt], max_new_tokens: int, mode: Mode = "chat") -> dict:
+    """Encode prompts and left-pad them into one batch on the model's device.
 
     Raises:
-        ContextOverflowError: ``max_new_tokens`` leaves no room for the prompt.
+        ContextOverflowError: ``max_new_tokens`` leaves no room for the prompt, or a prompt's
+            media alone do not fit.
+        ValueError: an unknown ``mode``.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     budget = model.config.max_length - max_new_tokens
     if budget < 1:
         raise ContextOverflowError(
             f"max_new_tokens={max_new_tokens} does not fit the context of {model.config.max_length} tokens"
         )
-    enc = [model.processor(_as_prompt(p), add_generation_prompt=True, max_length=budget) for p in prompts]
-    batch = collate(enc, model.pad_token_id, padding_side="left")
-    dev = model.device
-    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    batch = collate([_encode(model, p, budget, mode) for p in prompts], model.pad_token_id, padding_side="left")
+    return to_device(batch, model.device)
 
 
 def _generate_kwargs(model, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
@@ -62,7 +78,7 @@ def _generate_kwargs(model, max_new_tokens: int, do_sample: bool, temperature: f
 
 
 @torch.no_grad()
-def generate(model, prompts: list[Prompt] | Prompt, *, max_new_tokens: int = 64, do_sample: bool = False,
+def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None, num_beams: int = 1,
              min_new_tokens: int | None = None, use_cache: bool = True, repetition_penalty: float | None = None,
              seed: int | None = None, streamer=None, return_ids: bool = False) -> list[str] | list[list[int]]:
@@ -71,6 +87,7 @@ def generate(model, prompts: list[Prompt] | Prompt, *, max_new_tokens: int = 64,
     Args:
         model: an :class:`mmgpt.model.MMGPT`.
         prompts: chat messages (transformers content-list format) or Samples; one or a list.
+        mode: ``chat`` (answer as the assistant) or ``completion`` (continue a document).
         max_new_tokens / min_new_tokens: generation length bounds.
         do_sample, temperature, top_p, top_k: sampling (greedy when ``do_sample`` is False).
         num_beams: beam search width.
@@ -87,8 +104,8 @@ def generate(model, prompts: list[Prompt] | Prompt, *, max_new_tokens: int = 64,
     was_training = model.training
     model.eval()
     try:
-        batch = prepare(model, list(prompts), max_new_tokens)
-        embeds = model.embed(batch)
+        batch = prepare(model, list(prompts), max_new_tokens, mode)
+        embeds = model.embed(batch["input_ids"], batch["media"])  # (B, T, H)
         if seed is not None:
             torch.manual_seed(seed)
         kw = _generate_kwargs(model, max_new_tokens, do_sample, temperature, top_p, top_k, num_beams,
@@ -107,44 +124,61 @@ def generate(model, prompts: list[Prompt] | Prompt, *, max_new_tokens: int = 64,
     return [model.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
 
 
+def stream_answer(model, prompt: Prompt, lock=None, **kwargs) -> Iterator[str]:
+    """Yield the text of one prompt's answer piece by piece as it is generated.
+
+    A background thread runs :func:`generate` (holding ``lock`` while it does, so one model can
+    serve several callers one at a time, and an abandoned stream still frees it); an error
+    there is raised here.
+
+    Args:
+        model: an MMGPT.
+        prompt: chat messages or a Sample.
+        lock: a lock held around the generation, or None.
+        **kwargs: as for :func:`generate`.
+    """
+    streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with lock if lock is not None else contextlib.nullcontext():
+                generate(model, [prompt], streamer=streamer, **kwargs)
+        except BaseException as e:  # re-raised in the caller's thread below
+            errors.append(e)
+            streamer.end()
+
+    thread = Thread(target=run, name="mmgpt-generate", daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def chat(model, messages: list[dict], stream: bool = False, **kwargs) -> str | Iterator[str]:
     """Answer the last user turn of ``messages``.
 
     Returns:
         the answer, or with ``stream=True`` an iterator of text pieces as they are generated.
     """
-    if not stream:
-        return generate(model, [messages], **kwargs)[0]
-    streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            generate(model, [messages], streamer=streamer, **kwargs)
-        except BaseException as e:  # surfaced to the caller below
-            errors.append(e)
-            streamer.end()
-
-    thread = Thread(target=run, daemon=True)
-    thread.start()
-
-    def pieces() -> Iterator[str]:
-        yield from streamer
-        thread.join()
-        if errors:
-            raise errors[0]
-
-    return pieces()
+    if stream:
+        return stream_answer(model, messages, **kwargs)
+    return generate(model, [messages], **kwargs)[0]
 
 
-def caption(model, image=None, audio=None, prompt: str | None = None, **kwargs) -> str:
-    """Caption one image or one clip (path, PIL image, numpy array, or ``(waveform, rate)``).
+def caption(model, prompt: str | None = None, **kwargs) -> str:
+    """Caption one media item, given under its modality's name: ``caption(model, image="a.png")``,
+    ``caption(model, audio=(wave, 16000))`` (a path, PIL image, numpy array, bytes, or
+    ``(waveform, rate)``). Other keyword arguments go to :func:`generate`.
 
     Raises:
-        ValueError: neither or both of ``image`` and ``audio`` given.
+        ValueError: not exactly one media item given.
     """
-    if (image is None) == (audio is None):
-        raise ValueError("caption() takes exactly one of image= or audio=")
-    kind, media = ("image", image) if image is not None else ("audio", audio)
-    content = [{"type": kind, kind: media}, {"type": "text", "text": prompt or CAPTION_PROMPTS[kind]}]
+    media = {m: kwargs.pop(m) for m in list(kwargs) if m in CAPTION_PROMPTS}
+    media = {m: v for m, v in media.items() if v is not None}
+    if len(media) != 1:
+        raise ValueError(f"caption() takes exactly one media item ({' or '.join(f'{m}=' for m in CAPTION_PROMPTS)})")
+    (kind, item), = media.items()
+    content = [{"type": kind, kind: item}, {"type": "text", "text": prompt or CAPTION_PROMPTS[kind]}]
     return chat(model, [{"role": "user", "content": content}], **kwargs)

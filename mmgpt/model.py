@@ -1,12 +1,13 @@
 """MMGPT: encoders and adapters keyed by modality, merged into any transformers causal LM.
 
 Shapes: B rows, T tokens, H decoder width, V vocabulary; per modality: I items in the batch,
-N tokens per item after the adapter. Flow::
+L their longest length, P encoder tokens, D encoder width, N tokens per item after the adapter.
+Flow, for every modality of the registry (:mod:`mmgpt.modalities`) alike::
 
     input_ids (B, T) -> embed_tokens -> (B, T, H)
-    pixel_values (I, 3, H_img, W_img) -> VisionEncoder -> (I, P, D) -> Adapter -> (I, N, H) -+
-    audio_values (I, S) + lengths -> AudioEncoder -> (I, T_a, D) -> Adapter -> (I, N_i, H) --+-> masked_scatter
-                                          into the <|image_pad|> / <|audio_pad|> positions -> decoder -> logits (B, T, V)
+    media[m] = values (I, ..., L) + lengths (I,) -> encoders[m] -> (I, P, D) -> adapters[m] -> (I, N, H)
+        (or features[m], the frozen encoder's output from the feature cache)
+    -> masked_scatter into the <|m_pad|> positions -> decoder -> logits (B, T, V)
 
 The number of pad tokens must equal the number of feature vectors, or ``ValueError``.
 """
@@ -23,12 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgpt.adapters import Adapter
-from mmgpt.batching import block_causal_mask
+from mmgpt.batching import IGNORE, block_causal_mask
 from mmgpt.config import MMGPTConfig
 from mmgpt.decoder import build_decoder
-from mmgpt.encoders.audio import AudioEncoder
-from mmgpt.encoders.vision import VisionEncoder
-from mmgpt.processor import IGNORE, Processor
+from mmgpt.modalities import MODALITIES
+from mmgpt.processor import Processor
 from mmgpt.tokenizer import (
     EOS,
     IM_END,
@@ -45,14 +45,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MMGPTOutput:
-    """``loss``: mean cross-entropy over target tokens (None without labels);
-    ``loss_sum`` and ``num_targets`` let callers average over several batches exactly (with
-    ``loss_weights``, the weighted sum and the sum of the weights)."""
+    """``loss``: mean cross-entropy over target tokens (None without labels); ``loss_sum`` and
+    ``target_weight`` (the number of targets; with ``loss_weights``, the weighted sum and the sum
+    of the weights) let callers average over several batches exactly."""
 
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     loss_sum: torch.Tensor | None = None
-    num_targets: int | float = 0
+    target_weight: int | float = 0
 
 
 class MMGPT(nn.Module):
@@ -85,19 +85,15 @@ class MMGPT(nn.Module):
         self.use_every_part = False
         self.stop_token_ids = [ids[IM_END], ids[EOS]]
         self.pad_token_id = ids[PAD]
-        self.encoders = nn.ModuleDict()
-        if config.vision is not None:
-            self.encoders["image"] = VisionEncoder(config.vision, load_weights)
-        if config.audio is not None:
-            self.encoders["audio"] = AudioEncoder(config.audio, load_weights)
+        self.encoders = nn.ModuleDict({m: MODALITIES[m].encoder(config.encoder_config(m), load_weights)
+                                       for m in config.modalities})
         self.decoder = build_decoder(
             config.decoder, len(tokenizer), config.max_length, {"eos": ids[EOS], "pad": ids[PAD]}, load_weights
         )
         hidden = self.decoder.get_input_embeddings().embedding_dim
-        self.adapters = nn.ModuleDict(
-            {m: Adapter(config.adapters[m], self.encoders[m].output_dim, hidden, m,
-                        self.encoders[m].num_tokens() if m == "image" else None) for m in config.modalities}
-        )
+        self.adapters = nn.ModuleDict({
+            m: Adapter(config.adapters[m], enc.output_dim, hidden, enc.token_layout, enc.fixed_tokens, m)
+            for m, enc in self.encoders.items()})
         self._processor: Processor | None = None
 
     # ------------------------------------------------------------------ construction
@@ -130,12 +126,7 @@ class MMGPT(nn.Module):
     def processor(self) -> Processor:
         """The processor matching this model's tokenizer, encoders and adapters."""
         if self._processor is None:
-            enc = self.encoders["image"] if "image" in self.encoders else None  # noqa: SIM401 - ModuleDict
-            self._processor = Processor(
-                self.tokenizer, self.config,
-                image_transform=enc.image_transform() if enc is not None else None,
-                image_patches=enc.num_tokens() if enc is not None else None,
-            )
+            self._processor = Processor(self.tokenizer, self.config, self.encoders)
         return self._processor
 
     @property
@@ -152,67 +143,58 @@ class MMGPT(nn.Module):
     def set_trainable(self, flags: dict[str, bool]) -> None:
         """Freeze or unfreeze parts by name; a key may name a group (``encoders``, ``adapters``).
 
+        A registered modality this model leaves out (``encoders.audio`` of an image-only model)
+        matches nothing and is not an error, so one recipe serves both.
+
         Raises:
             KeyError: a name matches no part.
         """
         parts = self.parts()
+        optional = {f"{group}.{m}" for group in ("encoders", "adapters") for m in MODALITIES}
         for key, flag in flags.items():
             hit = [p for name, p in parts.items() if name == key or name.startswith(key + ".")]
-            if not hit and key not in ("encoders.image", "encoders.audio", "adapters.image", "adapters.audio"):
+            if not hit and key not in optional:
                 raise KeyError(f"unknown model part {key!r}; parts are {', '.join(parts)}")
             for module in hit:
                 module.requires_grad_(flag)
 
     # ------------------------------------------------------------------ forward
-    def encode_media(self, modality: str, batch: dict) -> torch.Tensor:
+    def media_embeddings(self, modality: str, media: dict | None, features: dict | None) -> torch.Tensor:
         """Adapter outputs of every item of ``modality`` in the batch, in order: (sum of N, H).
 
-        Uses ``batch["features"][modality]`` (precomputed encoder features and lengths, from the
-        frozen-feature cache) when present, else runs the encoder.
+        Uses ``features[modality]`` (the frozen encoder's output, from the feature cache) when
+        given, else runs the encoder on ``media[modality]``.
         """
-        cached = (batch.get("features") or {}).get(modality)
-        if cached is not None:
-            feats, lengths = cached
-        elif modality == "image":
-            feats = self.encoders["image"](batch["pixel_values"])  # (I, P, D)
-            lengths = None
+        if features and modality in features:
+            feats, lengths = features[modality]
         else:
-            feats, lengths = self.encoders["audio"](batch["audio_values"], batch["audio_lengths"])  # (I, T_a, D)
+            values, lengths = media[modality]
+            feats, lengths = self.encoders[modality](values, lengths)  # (I, P, D), (I,)
         out, out_len = self.adapters[modality](feats, lengths)  # (I, N, H), (I,)
         if bool((out_len == out.shape[1]).all()):
             return out.reshape(-1, out.shape[-1])  # (I*N, H)
         keep = torch.arange(out.shape[1], device=out.device)[None, :] < out_len.to(out.device)[:, None]  # (I, N)
         return out[keep]  # (sum N_i, H)
 
-    def _blank_media(self, modality: str, device: torch.device) -> torch.Tensor:
-        """Adapter output of one blank image or one second of silence."""
-        if modality == "image":
-            size = self.config.vision.img_size
-            return self.encode_media("image", {"pixel_values": torch.zeros(1, 3, size, size, device=device)})
-        return self.encode_media("audio", {"audio_values": torch.zeros(1, 16_000, device=device),
-                                           "audio_lengths": torch.tensor([16_000])})
-
-    def embed(self, batch: dict) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, media: dict | None = None, features: dict | None = None) -> torch.Tensor:
         """Token embeddings with media features scattered into the pad positions: (B, T, H).
 
         Raises:
             ValueError: the number of pad tokens of a modality differs from its feature count.
         """
-        input_ids = batch["input_ids"]
         embeds = self.decoder.get_input_embeddings()(input_ids)  # (B, T, H)
         for modality, token_id in self.media_token_ids.items():
             mask = input_ids == token_id  # (B, T)
             n_pad = int(mask.sum())
-            has_media = (batch.get("features") or {}).get(modality) is not None or (
-                batch.get("pixel_values" if modality == "image" else "audio_values") is not None
-            )
-            if n_pad == 0 and not has_media:
-                if self.use_every_part and self.training:
-                    embeds = embeds + 0.0 * self._blank_media(modality, embeds.device).sum().to(embeds.dtype)
+            given = modality in (media or {}) or modality in (features or {})
+            if n_pad == 0 and not given:
+                if self.use_every_part and self.training:  # FSDP2: every part joins every step
+                    blank = {modality: self.encoders[modality].dummy_input(embeds.device)}
+                    embeds = embeds + 0.0 * self.media_embeddings(modality, blank, None).sum().to(embeds.dtype)
                 continue
-            if not has_media:
+            if not given:
                 raise ValueError(f"{modality}: input_ids hold {n_pad} {modality} pad tokens but no {modality} was given")
-            feats = self.encode_media(modality, batch)
+            feats = self.media_embeddings(modality, media, features)
             if feats.shape[0] != n_pad:
                 raise ValueError(
                     f"{modality}: input_ids hold {n_pad} {modality} pad tokens but the {modality} features "
@@ -223,10 +205,9 @@ class MMGPT(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                pixel_values: torch.Tensor | None = None, audio_values: torch.Tensor | None = None,
-                audio_lengths: torch.Tensor | None = None, features: dict | None = None,
-                sequence_ids: torch.Tensor | None = None, loss_weights: torch.Tensor | None = None,
-                **unused) -> MMGPTOutput:
+                media: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                features: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                sequence_ids: torch.Tensor | None = None, loss_weights: torch.Tensor | None = None) -> MMGPTOutput:
         """Logits and (with ``labels``) the loss, computed here and only here.
 
         Args:
@@ -234,20 +215,20 @@ class MMGPT(nn.Module):
             attention_mask: (B, T) padding mask, or (B, 1, T, T) additive mask for packed rows.
             position_ids: (B, T), restarting per packed sample.
             labels: (B, T) targets aligned with ``input_ids``; -100 is ignored. Shifted here.
-            pixel_values: (I_img, 3, H, W). audio_values: (I_aud, S) with audio_lengths (I_aud,).
-            features: precomputed encoder features per modality ``{m: (feats, lengths)}``.
+            media: per modality ``(values (I, ..., L), lengths (I,))``, the encoder inputs
+                (:func:`mmgpt.batching.pad_stack` of the processor's items).
+            features: per modality ``(features (I, P, D), lengths (I,))``: the frozen encoder's
+                outputs from the feature cache, used instead of its ``media``.
             sequence_ids: (B, T) sample index per position of a packed batch (-1 on padding);
                 replaces ``attention_mask`` with a block-diagonal causal mask.
             loss_weights: (B, T) weight of each target, aligned with ``labels`` (per-sample loss
                 weighting, see :mod:`mmgpt.batching`); then ``loss_sum`` is the weighted
-                sum and ``num_targets`` the sum of the weights.
+                sum and ``target_weight`` the sum of the weights.
 
         Returns:
             MMGPTOutput with logits (B, T, V) and, with labels, loss = sum / number of targets.
         """
-        batch = {"input_ids": input_ids, "pixel_values": pixel_values, "audio_values": audio_values,
-                 "audio_lengths": audio_lengths, "features": features}
-        embeds = self.embed(batch)
+        embeds = self.embed(input_ids, media, features)
         if sequence_ids is not None:
             sdpa = self.decoder.config._attn_implementation == "sdpa"
             attention_mask = block_causal_mask(sequence_ids, boolean=sdpa, dtype=embeds.dtype)  # (B, 1, T, T)
@@ -280,11 +261,12 @@ class MMGPT(nn.Module):
 
         return chat(self, messages, stream=stream, **kwargs)
 
-    def caption(self, image=None, audio=None, prompt: str | None = None, **kwargs) -> str:
-        """Caption an image or a clip; see :func:`mmgpt.generation.caption`."""
+    def caption(self, prompt: str | None = None, **kwargs) -> str:
+        """Caption one item given by its modality's name (``image=``, ``audio=``); see
+        :func:`mmgpt.generation.caption`."""
         from mmgpt.generation import caption
 
-        return caption(self, image=image, audio=audio, prompt=prompt, **kwargs)
+        return caption(self, prompt=prompt, **kwargs)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         seen, total = set(), 0

@@ -181,3 +181,10 @@ def model_widths(model) -> dict[str, int]:
     cfg = model.decoder.config
     width = int(getattr(cfg, "hidden_size", 256))
     return {"width": width, "ffn": int(getattr(cfg, "intermediate_size", None) or 4 * width)}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context to ``dtype`` on ``device``; a no-op for None (plain fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -36,11 +36,8 @@ def portable_config(model) -> MMGPTConfig:
     cfg = copy.deepcopy(model.config)
     cfg.decoder.hf_config = export_config(model.decoder)
     cfg.decoder.pretrained_path = None
-    if cfg.audio is not None:
-        cfg.audio.hf_config = model.encoders["audio"].export_config()
-        cfg.audio.pretrained_path = None
-    if cfg.vision is not None:
-        cfg.vision.pretrained_path = None
+    for modality, encoder in model.encoders.items():
+        encoder.make_portable(cfg.encoder_config(modality))
     cfg.tokenizer.path = None
     return cfg
 

@@ -18,32 +18,31 @@ markers are kept whole. If those alone do not fit, :class:`ContextOverflowError`
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mmgpt.adapters import adapter_tokens
+from mmgpt.batching import IGNORE, MediaItem
 from mmgpt.config import MMGPTConfig
-from mmgpt.datasets.media import load_audio, load_image
-from mmgpt.datasets.schema import Sample
-from mmgpt.encoders.audio import encoder_frames
+from mmgpt.datasets.schema import Sample, Segment
+from mmgpt.encoders.base import MediaEncoder
 from mmgpt.errors import ContextOverflowError, DataError
+from mmgpt.modalities import MODALITIES
 from mmgpt.tokenizer import EOS, IM_END, IM_START, MEDIA_TOKENS, encode_text, special_ids
 
 log = logging.getLogger(__name__)
-IGNORE = -100
-CAPTION_PROMPTS = {"image": "Describe the image.", "audio": "Describe the sound."}
 
 
 @dataclass
 class Encoded:
-    """One processed sample. ``images``: (3, H, W) tensors; ``audios``: (S,) float32 at 16 kHz."""
+    """One processed sample; ``media`` holds its items per modality in order of appearance."""
 
     input_ids: torch.Tensor  # (T,) long
     labels: torch.Tensor  # (T,) long, -100 where not trained
-    images: list[torch.Tensor] = field(default_factory=list)
-    audios: list[torch.Tensor] = field(default_factory=list)
+    media: dict[str, list[MediaItem]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
     trimmed: int = 0  # text tokens dropped from the left to fit max_length
@@ -61,50 +60,42 @@ class Processor:
 
     Args:
         tokenizer: a tokenizer with mmgpt's special tokens (:mod:`mmgpt.tokenizer`).
-        config: the model config (context length, audio window, adapter settings).
-        image_transform: PIL image -> (3, H, W) tensor (the vision encoder's transform).
-        image_patches: encoder tokens per image before the adapter.
-        max_image_pixels: decoded-size cap checked before decoding an image.
-        max_audio_seconds: longest clip accepted (longer clips raise); None = no cap.
+        config: the model config (context length, adapter settings).
+        encoders: the model's encoders by modality (their token counts, input preparation and
+            decoding options).
+        limits: per modality, the size cap of one item (the registry's ``limit_key``: pixels of
+            an image, seconds of a clip); default the registry's, None for no cap.
     """
 
-    def __init__(
-        self, tokenizer, config: MMGPTConfig, image_transform=None, image_patches: int | None = None,
-        max_image_pixels: int = 64_000_000, max_audio_seconds: float | None = 600.0,
-    ) -> None:
+    def __init__(self, tokenizer, config: MMGPTConfig, encoders: Mapping[str, MediaEncoder],
+                 limits: Mapping[str, float | None] | None = None) -> None:
         self.tokenizer = tokenizer
         self.config = config
-        self.image_transform = image_transform
-        self.image_patches = image_patches
-        self.max_image_pixels = max_image_pixels
-        self.max_audio_seconds = max_audio_seconds
+        self.encoders = dict(encoders)
+        self.limits = {m: MODALITIES[m].default_limit for m in self.encoders} | dict(limits or {})
         self.ids = special_ids(tokenizer)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self._newline = encode_text(tokenizer, "\n")
         self.prefix_space = config.tokenizer.resolved_prefix_space()
         self.media_after_text = config.tokenizer.media_after_text
-        self.audio_window = None
-        if config.audio is not None:
-            mp = (config.audio.hf_config or {}).get("max_source_positions", config.audio.max_source_positions)
-            self.audio_window = 2 * mp
 
     # ------------------------------------------------------------------ token counts
-    def num_media_tokens(self, modality: str, num_samples: int | None = None) -> int:
-        """Decoder tokens (N) for one image, or one clip of ``num_samples`` samples."""
-        cfg = self.config.adapters[modality]
-        if modality == "image":
-            return adapter_tokens(cfg, self.image_patches)
-        return adapter_tokens(cfg, encoder_frames(num_samples, self.audio_window))
+    def num_media_tokens(self, modality: str, length: int = 0) -> int:
+        """Decoder tokens (N) for one item of ``modality`` whose last axis is ``length`` long
+        (samples of a clip; images have one size)."""
+        return adapter_tokens(self.config.adapters[modality], self.encoders[modality].num_tokens(length))
 
     # ------------------------------------------------------------------ encoding
     def __call__(self, sample: Sample | list[dict], *, add_generation_prompt: bool = False,
-                 max_length: int | None = None) -> Encoded:
+                 max_length: int | None = None, cache: Mapping[str, Any] | None = None) -> Encoded:
         """Encode a :class:`Sample` or chat messages (transformers content-list format).
 
         Args:
             sample: the sample, or ``[{"role": ..., "content": ...}]`` messages.
             add_generation_prompt: end with ``<|im_start|>assistant\\n`` (for generation).
             max_length: context budget; default the model's ``max_length``.
+            cache: feature caches by modality (:class:`mmgpt.feature_cache.FeatureCache`): an
+                item whose source is cached is not decoded, its features are used.
 
         Raises:
             InvalidMediaError: an image or clip cannot be decoded.
@@ -114,8 +105,7 @@ class Processor:
         if not isinstance(sample, Sample):
             sample = Sample.from_messages(sample)
         pieces: list[tuple[list[int], list[int], bool]] = []  # (ids, labels, trimmable)
-        images: list[torch.Tensor] = []
-        audios: list[torch.Tensor] = []
+        media: dict[str, list[MediaItem]] = {}
 
         def add(ids: list[int], train: bool, trimmable: bool) -> None:
             if ids:
@@ -135,10 +125,10 @@ class Processor:
             for seg in segments:
                 if seg.type == "text":
                     add(self.encode_text(seg.text), train, True)
-                else:
-                    n = self._add_media(seg, sample.source, images, audios)
-                    start, pad, end = MEDIA_TOKENS[seg.type]
-                    add([self.ids[start]] + [self.ids[pad]] * n + [self.ids[end]], False, False)
+                    continue
+                n = self._add_media(seg, sample.source, media, cache)
+                start, pad, end = MEDIA_TOKENS[seg.type]
+                add([self.ids[start]] + [self.ids[pad]] * n + [self.ids[end]], False, False)
             if chat:
                 add([self.ids[IM_END]], train, False)
                 add(self._newline, False, False)
@@ -152,23 +142,36 @@ class Processor:
         trimmed = _trim_left(pieces, budget, sample.source)
         ids = [i for p in pieces for i in p[0]]
         labels = [label for p in pieces for label in p[1]]
-        return Encoded(
-            torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long),
-            images, audios, dict(sample.meta), sample.source, trimmed,
-        )
+        return Encoded(torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long),
+                       media, dict(sample.meta), sample.source, trimmed)
 
-    def _add_media(self, seg, source: str, images: list, audios: list) -> int:
-        if seg.type == "image":
-            if self.config.vision is None or self.image_transform is None:
-                raise DataError(f"{source}: the sample has an image but this model has no vision encoder")
-            img = load_image(seg.media, max_pixels=self.max_image_pixels)
-            images.append(self.image_transform(img))
-            return self.num_media_tokens("image")
-        if self.config.audio is None:
-            raise DataError(f"{source}: the sample has audio but this model has no audio encoder")
-        wav = load_audio(seg.media, max_seconds=self.max_audio_seconds)
-        audios.append(torch.from_numpy(wav))
-        return self.num_media_tokens("audio", len(wav))
+    def load_media(self, seg: Segment, source: str = "<memory>") -> torch.Tensor:
+        """Decode one media segment safely and prepare it for its encoder.
+
+        Raises:
+            DataError: the model has no encoder for the segment's modality.
+            InvalidMediaError: the media cannot be decoded or is over the cap.
+        """
+        encoder = self.encoders.get(seg.type)
+        if encoder is None:
+            have = " and ".join(self.encoders) or "no media"
+            raise DataError(f"{source}: the sample has {seg.type} but this model has no {seg.type} encoder "
+                            f"(it reads {have})")
+        entry = MODALITIES[seg.type]
+        decoded = entry.load(seg.media, **{entry.limit_key: self.limits.get(seg.type)}, **encoder.load_options())
+        return encoder.prepare(decoded)
+
+    def _add_media(self, seg: Segment, source: str, media: dict[str, list[MediaItem]], cache) -> int:
+        """Append one item to ``media`` (cached features, or decoded values); its token count."""
+        store = (cache or {}).get(seg.type)
+        key = store.key(seg.media) if store is not None else None
+        cached = store.lookup(key) if key is not None else None
+        if cached is not None:
+            media.setdefault(seg.type, []).append(MediaItem(features=cached, key=key))
+            return adapter_tokens(self.config.adapters[seg.type], cached.shape[0])
+        values = self.load_media(seg, source)
+        media.setdefault(seg.type, []).append(MediaItem(values=values, key=key))
+        return self.num_media_tokens(seg.type, values.shape[-1])
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of one text part as the model reads it (with the prefix space when on)."""

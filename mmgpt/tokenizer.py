@@ -8,7 +8,7 @@ the item's N tokens). Special tokens:
     <|endoftext|>  end of a document (eos)      <|pad|>  padding
     <|im_start|> <|im_end|>                      ChatML turn markers
     <|image_start|> <|image_pad|> <|image_end|>  one image span
-    <|audio_start|> <|audio_pad|> <|audio_end|>  one audio span
+    <|audio_start|> <|audio_pad|> <|audio_end|>  one audio span (one triple per registered modality)
 
 User text is always encoded with special-token matching off (:func:`encode_text`), so typing
 ``<|image_pad|>`` or ``<|im_start|>`` yields plain text tokens, never a control token.
@@ -32,6 +32,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from mmgpt.errors import CheckpointError
+from mmgpt.modalities import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,7 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-MEDIA_TOKENS = {
-    "image": ("<|image_start|>", "<|image_pad|>", "<|image_end|>"),
-    "audio": ("<|audio_start|>", "<|audio_pad|>", "<|audio_end|>"),
-}
+MEDIA_TOKENS = {name: m.tokens for name, m in MODALITIES.items()}  # (start, pad, end) per modality
 SPECIAL_TOKENS = [EOS, PAD, IM_START, IM_END] + [t for m in MEDIA_TOKENS.values() for t in m]
 
 def _text_part(var: str, prefix_space: bool) -> str:

@@ -27,7 +27,7 @@ ALLOWED = {
     "apps": {"errors", "config", "datasets", "encoders", "core", "apps"},
 }
 CONFIG = {"mmgpt.config", "mmgpt.resources"}
-CORE = {"mmgpt", "mmgpt.tokenizer", "mmgpt.adapters", "mmgpt.decoder", "mmgpt.processor",
+CORE = {"mmgpt", "mmgpt.tokenizer", "mmgpt.modalities", "mmgpt.adapters", "mmgpt.decoder", "mmgpt.processor",
         "mmgpt.batching", "mmgpt.feature_cache", "mmgpt.model", "mmgpt.generation", "mmgpt.precision",
         "mmgpt.safe_io", "mmgpt.pretrained"}
 

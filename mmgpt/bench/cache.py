@@ -44,7 +44,7 @@ def sides(settings: Settings) -> dict[str, SideFactory]:
             def step() -> dict[str, float]:
                 clock.seconds = 0.0
                 counts = run_steps(trainer, steps)
-                hits = sum(c.hits for c in trainer.caches.values())
+                hits = sum(c.hits for c in trainer.objective.caches.values())
                 return {"useful_tokens": counts["useful_tokens"], "cache_hits_total": hits, "encoder_s": clock.seconds}
 
             return step, info

@@ -88,7 +88,7 @@ def sides(settings: Settings, batch: int) -> dict[str, SideFactory]:
             info["params"] = num_params(llava)
             enc = collate([mm.processor(c, add_generation_prompt=True) for c in chats], mm.pad_token_id, "left")
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            pixels = enc["pixel_values"].to(device)
+            pixels = enc["media"]["image"][0].to(device)
             info["prompt_tokens"] = int(ids.shape[1])
 
             @torch.no_grad()

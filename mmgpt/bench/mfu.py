@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
+from mmgpt.batching import to_device
 from mmgpt.bench.peers import build_mmgpt, num_params
 from mmgpt.bench.timing import Settings, SideFactory, sync
-from mmgpt.bench.train_step import TRAINER_CALL, autocast
+from mmgpt.bench.train_step import autocast
 
 SIZES = {False: {"preset": "small", "rows": 8, "length": 192, "clip_s": 2.0, "n": (2048, 4096), "best_of": 5},
          True: {"preset": "tiny", "rows": 2, "length": 64, "clip_s": 0.5, "n": (256, 512), "best_of": 2}}
@@ -75,10 +76,9 @@ def mfu_batch(model, rows: int, length: int, clip_s: float, seed: int = 0) -> di
     labels = input_ids.clone()
     labels[:, : media.numel()] = -100
     img = model.config.vision.img_size
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": torch.ones_like(input_ids),
-            "pixel_values": torch.randn(rows, 3, img, img, generator=g),
-            "audio_values": 0.1 * torch.randn(rows, samples, generator=g),
-            "audio_lengths": torch.full((rows,), samples, dtype=torch.long),
+    media = {"image": (torch.randn(rows, 3, img, img, generator=g), torch.full((rows,), img, dtype=torch.long)),
+             "audio": (0.1 * torch.randn(rows, samples, generator=g), torch.full((rows,), samples, dtype=torch.long))}
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": torch.ones_like(input_ids), "media": media,
             "media_tokens": {"image": n_img, "audio": n_aud}}
 
 
@@ -94,7 +94,7 @@ def forward_flops(model, batch: dict) -> int:
     mapping = {aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.no_grad(), counter:
-        model(**{k: v for k, v in batch.items() if k != "media_tokens"}, **TRAINER_CALL)
+        model(**{k: v for k, v in batch.items() if k != "media_tokens"})
     return int(counter.get_total_flops())
 
 
@@ -112,7 +112,7 @@ def sides(settings: Settings) -> dict[str, SideFactory]:
             model.to(device).train()
             n_embed = model.decoder.get_input_embeddings().weight.numel()
             tokens = int(batch["attention_mask"].sum())
-            shared.update(model=model, batch={k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()},
+            shared.update(model=model, batch=to_device(batch, device),
                           info={"preset": size["preset"], "params": num_params(model), "rows": size["rows"],
                                 "length": size["length"], "tokens_per_step": tokens,
                                 "media_tokens_per_row": batch["media_tokens"], "clip_seconds": size["clip_s"],
@@ -131,7 +131,7 @@ def sides(settings: Settings) -> dict[str, SideFactory]:
 
             def step() -> dict[str, float]:
                 with autocast(device, precision):
-                    out = model(**inputs, **TRAINER_CALL)
+                    out = model(**inputs)
                 out.loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -40,7 +40,7 @@ def sides(settings: Settings) -> dict[str, SideFactory]:
             trainer.data = Memo(trainer.data)
             steps = range(trainer.schedule.steps_per_epoch)
             info = {"preset": size["preset"], "samples": size["samples"], "batch_size": size["batch_size"],
-                    "steps_per_epoch": len(steps), "max_len": trainer.max_len, "batching": MODES[side],
+                    "steps_per_epoch": len(steps), "max_len": trainer.objective.max_len, "batching": MODES[side],
                     "precision": str(trainer.amp or "fp32"), "mix": MIX}
 
             def step() -> dict[str, float]:

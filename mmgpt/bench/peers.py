@@ -156,6 +156,12 @@ class ABBatch:
     def tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    def media(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The pixels as mmgpt's model takes them: ``{"image": (values, lengths)}``."""
+        sides = torch.full((self.pixel_values.shape[0],), self.pixel_values.shape[-1], dtype=torch.long,
+                           device=self.pixel_values.device)
+        return {"image": (self.pixel_values, sides)}
+
     def to(self, device) -> ABBatch:
         moved = (t.to(device) for t in (self.input_ids, self.labels, self.attention_mask, self.pixel_values))
         return ABBatch(*moved, image_tokens=self.image_tokens)

@@ -6,8 +6,7 @@ N image tokens, V vocabulary.
 Both sides read the same batch of pre-expanded ids and the same pixels, in fp32 or under bf16
 autocast, and use their toolkit's own optimiser: mmgpt's ``build_optimizer`` (the trainer's),
 and for Llava ``torch.optim.AdamW(fused=True)``, which is what transformers' ``Trainer`` picks
-by default on torch >= 2.8 (``adamw_torch_fused``). mmgpt is called as its trainer calls it
-(:data:`TRAINER_CALL`).
+by default on torch >= 2.8 (``adamw_torch_fused``).
 """
 
 from __future__ import annotations
@@ -30,11 +29,6 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-# How mmgpt's trainer calls the model: logits only where a target is predicted. A model whose
-# forward has no ``logits`` argument takes it into ``**unused`` and computes them all.
-TRAINER_CALL = {"logits": "targets"}
-
-
 def _mmgpt_step(model, batch, device, precision):
     from mmgpt.train.config import OptimConfig
     from mmgpt.train.optim import build_optimizer
@@ -44,7 +38,7 @@ def _mmgpt_step(model, batch, device, precision):
     def step() -> dict[str, float]:
         with autocast(device, precision):
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                        pixel_values=batch.pixel_values, **TRAINER_CALL)
+                        media=batch.media())
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -80,9 +80,9 @@ def run_steps(trainer, steps: range) -> dict[str, float]:
         for b in batches:
             useful += int(b["attention_mask"].sum())
             slots += int(b["input_ids"].numel())
-            ls, _, _ = trainer.loss(b)
-            (ls / max(n_global, 1)).backward()
-            loss_total += float(ls.detach())
+            out = trainer.loss(b)
+            (out.loss_sum / max(n_global, 1)).backward()
+            loss_total += float(out.loss_sum.detach())
         targets += n_global
         torch.nn.utils.clip_grad_norm_(params, trainer.cfg.optim.grad_clip)
         trainer.optimizer.step()

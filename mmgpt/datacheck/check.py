@@ -146,14 +146,13 @@ def placeholder_mismatch(enc, sample, processor) -> str | None:
     from mmgpt.tokenizer import MEDIA_TOKENS
 
     ids = enc.input_ids
-    decoded = {"image": enc.images, "audio": enc.audios}
     for modality, (start, pad, end) in MEDIA_TOKENS.items():
         items = sum(1 for _ in sample.media(modality))
-        want = (items * processor.num_media_tokens("image") if modality == "image"
-                else sum(processor.num_media_tokens("audio", len(a)) for a in enc.audios))
+        decoded = enc.media.get(modality, [])
+        want = sum(processor.num_media_tokens(modality, it.values.shape[-1]) for it in decoded)
         counts = [int((ids == processor.ids[t]).sum()) for t in (start, pad, end)]
-        if len(decoded[modality]) != items or counts != [items, want, items]:
-            return (f"{items} {modality} items ({len(decoded[modality])} decoded) need {items} {start}, "
+        if len(decoded) != items or counts != [items, want, items]:
+            return (f"{items} {modality} items ({len(decoded)} decoded) need {items} {start}, "
                     f"{want} {pad}, {items} {end}; the ids hold {counts[0]}, {counts[1]}, {counts[2]}")
     return None
 
@@ -196,9 +195,10 @@ class _Tally:
             return self.problem("data", _located(where, e))
         self.lengths.append(len(enc))
         self.targets.append(enc.num_targets)
-        self.images[len(enc.images)] += 1
-        self.audios[len(enc.audios)] += 1
-        self.seconds.extend(len(a) / SAMPLE_RATE for a in enc.audios)  # the processor's output rate
+        images, clips = enc.media.get("image", []), enc.media.get("audio", [])
+        self.images[len(images)] += 1
+        self.audios[len(clips)] += 1
+        self.seconds.extend(c.values.shape[-1] / SAMPLE_RATE for c in clips)  # the processor's output rate
         bad = False
         if enc.trimmed:
             self.problem("trimmed", f"{where}: {enc.trimmed} text tokens dropped from the left to fit "
@@ -249,10 +249,10 @@ def check_dataset(
     """
     started = time.perf_counter()
     proc = processor
-    if max_image_pixels is not None or max_audio_seconds is not None:
+    caps = {m: v for m, v in (("image", max_image_pixels), ("audio", max_audio_seconds)) if v is not None}
+    if caps:
         proc = copy.copy(processor)  # the caller's processor keeps its caps
-        proc.max_image_pixels = max_image_pixels or proc.max_image_pixels
-        proc.max_audio_seconds = max_audio_seconds or proc.max_audio_seconds
+        proc.limits = {**processor.limits, **caps}
     warn_kinds = ("trimmed", "no_targets") if allow_no_targets else ("trimmed",)
     report = CheckReport(str(path), max_length=max_length or proc.config.max_length,
                          errors={k: 0 for k in ERROR_KINDS if k not in warn_kinds},

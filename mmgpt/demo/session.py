@@ -4,8 +4,9 @@ Neither front end touches the model directly. A :class:`ModelRunner` checks uplo
 the caps (header first: pixel count and duration are read before any pixel or sample is
 decoded), fits a chat history into the context by dropping its oldest exchanges, and runs
 one generation at a time: torch generation on one module is not safe to run from two threads
-at once, so every call takes the runner's lock, held by the thread that generates. This
-module does not import gradio.
+at once, so every call takes the runner's lock, held by the thread that generates
+(:func:`mmgpt.generation.stream_answer`, the streaming path the API uses too). This module does
+not import gradio.
 
 Chat messages use the transformers content-list format that :meth:`mmgpt.model.MMGPT.chat`
 takes; media parts hold file paths, checked once when they are attached.
@@ -19,12 +20,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from transformers import TextIteratorStreamer
-
 from mmgpt.datasets.media import audio_duration, image_size, load_audio, load_image
 from mmgpt.errors import ConfigError, ContextOverflowError, DataError, InvalidMediaError
-from mmgpt.generation import generate
-from mmgpt.processor import CAPTION_PROMPTS
+from mmgpt.generation import stream_answer
+from mmgpt.modalities import CAPTION_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -195,24 +194,7 @@ class ModelRunner:
         messages, dropped = self.fit(messages, settings.max_new_tokens)
         if dropped:
             log.info("left out the %d oldest exchange(s) to fit the context of %d tokens", dropped, self.max_length)
-        # No timeout: both the success path (generate) and the error path below end the stream.
-        streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with self._lock:  # held by the generating thread, so an abandoned stream still frees it
-                    generate(self.model, [messages], streamer=streamer, **settings.generate_kwargs())
-            except BaseException as e:  # re-raised in the caller's thread below
-                errors.append(e)
-                streamer.end()
-
-        thread = threading.Thread(target=run, name="mmgpt-generate", daemon=True)
-        thread.start()
-        yield from streamer
-        thread.join()
-        if errors:
-            raise errors[0]
+        yield from stream_answer(self.model, messages, lock=self._lock, **settings.generate_kwargs())
 
     def answer(self, messages: list[dict], settings: Settings) -> str:
         """The whole answer to the last user turn (see :meth:`stream`)."""

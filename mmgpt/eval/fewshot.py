@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mmgpt.datasets.media import load_audio, load_image
+from mmgpt.batching import pad_stack
 from mmgpt.datasets.schema import Sample, Segment, Turn
 from mmgpt.errors import ConfigError
 from mmgpt.eval.tasks import EvalItem, media_key, text_turn, turn_text
@@ -125,7 +125,7 @@ class MediaEmbedder:
     """Mean-pooled encoder features of media, cached by medium (for ``select="similar"``).
 
     Args:
-        model: an MMGPT (uses ``model.encoders`` and ``model.processor.image_transform``).
+        model: an MMGPT (its encoders, and its processor to decode and prepare media).
         batch_size: media per encoder call.
     """
 
@@ -136,20 +136,13 @@ class MediaEmbedder:
 
     @torch.no_grad()
     def _encode(self, kind: str, media: list) -> torch.Tensor:
+        """Mean over each item's valid feature vectors: (I, D)."""
         enc = self.model.encoders[kind]
         param = next(enc.parameters())
-        if kind == "image":
-            tf = self.model.processor.image_transform
-            px = torch.stack([tf(load_image(m)) for m in media]).to(param.device, param.dtype)  # (I, 3, H, W)
-            return enc(px).float().mean(dim=1)  # (I, P, D) -> (I, D)
-        waves = [torch.from_numpy(load_audio(m)) for m in media]
-        lengths = torch.tensor([w.numel() for w in waves])
-        values = torch.zeros(len(waves), int(lengths.max()))  # (I, S)
-        for i, w in enumerate(waves):
-            values[i, : w.numel()] = w
-        feats, out_len = enc(values.to(param.device, param.dtype), lengths.to(param.device))  # (I, T, D), (I,)
+        values, lengths = pad_stack([self.model.processor.load_media(Segment(kind, media=m)) for m in media])
+        feats, out_len = enc(values.to(param.device, param.dtype), lengths.to(param.device))  # (I, N, D), (I,)
         out_len = out_len.to(feats.device)
-        keep = (torch.arange(feats.shape[1], device=feats.device)[None, :] < out_len[:, None]).float()  # (I, T)
+        keep = (torch.arange(feats.shape[1], device=feats.device)[None, :] < out_len[:, None]).float()  # (I, N)
         return (feats.float() * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)  # (I, D)
 
     def embed(self, items: list[EvalItem], kind: str) -> list[torch.Tensor | None]:

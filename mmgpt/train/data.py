@@ -1,4 +1,4 @@
-"""Training data: samples from any reader, a deterministic step -> samples schedule, batches.
+"""Training data: samples from any reader, and a deterministic step -> samples schedule.
 
 The schedule is a pure function of (seed, epoch, step): each epoch is a seeded permutation
 of the dataset cut into global batches of ``batch_size * grad_accum * world_size`` samples
@@ -15,11 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mmgpt.batching import collate, collate_packed
 from mmgpt.datasets.readers import read_samples
 from mmgpt.datasets.schema import Sample, Segment, Turn
 from mmgpt.errors import DataError
-from mmgpt.processor import Encoded, Processor
 from mmgpt.train.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -48,40 +46,6 @@ def text_document(sample: Sample) -> Sample | None:
     if not texts:
         return None
     return Sample([Turn(None, [Segment("text", text=" ".join(texts))])], dict(sample.meta), sample.source)
-
-
-class EncodedDataset:
-    """Samples processed on access (media decoded, tokens built); a bad sample names itself."""
-
-    def __init__(self, samples: list[Sample], processor: Processor) -> None:
-        self.samples = samples
-        self.processor = processor
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> Encoded:
-        return self.processor(self.samples[i])
-
-    def estimate_length(self, i: int) -> int:
-        """Cheap token count (text + media) without decoding media, for length grouping."""
-        from mmgpt.datasets.media import audio_duration
-
-        s = self.samples[i]
-        n = 8 * len(s.turns)
-        for _, seg in s.segments:
-            if seg.type == "text":
-                n += len(self.processor.encode_text(seg.text))
-            elif seg.type == "image":
-                n += self.processor.num_media_tokens("image") + 2
-            else:
-                secs = audio_duration(seg.media)
-                n += self.processor.num_media_tokens("audio", int(secs * 16000)) + 2
-        return n
-
-    def modality_key(self, i: int) -> int:
-        kinds = {seg.type for seg in self.samples[i].media()}
-        return ("image" in kinds) + 2 * ("audio" in kinds)
 
 
 @dataclass
@@ -133,26 +97,3 @@ class Schedule:
         chunk = order[k * self.global_batch : (k + 1) * self.global_batch]
         mine = chunk[rank * self.batch_size * self.grad_accum : (rank + 1) * self.batch_size * self.grad_accum]
         return [mine[m * self.batch_size : (m + 1) * self.batch_size] for m in range(self.grad_accum)]
-
-
-def make_batch(items: list[Encoded], pad_id: int, batching: str, max_len: int, weighting: str = "token") -> dict:
-    """Collate processed samples: packed rows of ``max_len`` tokens, or one sample per row;
-    ``weighting`` is the loss weighting of target tokens (:func:`mmgpt.batching.collate`)."""
-    if batching == "pack":
-        return collate_packed(items, pad_id, max_len, weighting=weighting)
-    return collate(items, pad_id, padding_side="right", weighting=weighting)
-
-
-MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "loss_weights", "pixel_values",
-              "audio_values", "audio_lengths", "sequence_ids", "features")
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """The model's inputs of a batch, moved to ``device``."""
-    out = {}
-    for k in MODEL_KEYS:
-        v = batch.get(k)
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-        out[k] = v
-    return out

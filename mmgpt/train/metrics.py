@@ -1,4 +1,4 @@
-"""Run metrics: one JSON object per line in ``metrics.jsonl`` and a loss/accuracy plot PNG."""
+"""Run metrics: one JSON object per line in ``metrics.jsonl``, a loss/accuracy plot PNG, ``summary.json``."""
 
 from __future__ import annotations
 
@@ -74,3 +74,14 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def summarise(records: list[dict[str, Any]], run_dir: Path, stage: str, name: str, stats: dict[str, Any]) -> dict:
+    """Write ``loss.png`` and ``summary.json`` (stage, final train and validation loss, ``stats``)."""
+    plot_metrics(records, run_dir / "loss.png", title=f"{name} ({stage})")
+    last = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val"]
+    summary = {"stage": stage, "final_loss": last[-1]["loss"] if last else None,
+               "val_loss": val[-1]["val_loss"] if val else None, **stats}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

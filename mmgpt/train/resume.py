@@ -101,6 +101,11 @@ def save_training_checkpoint(root: Path, step: int, model: torch.nn.Module, opti
     return root / name
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint directory (``step-00000200``) was written at."""
+    return int(path.name.split("-", 1)[1])
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under ``root``, or None."""
     pointer = root / LATEST

@@ -63,7 +63,7 @@ def test_feature_length_proportional_to_duration(encoder):
     assert ls.item() == 25 and ll.item() == 150  # 20 ms per frame: no padding to a 30 s window
     assert short.shape[1] == 25 and long.shape[1] == 150
     assert ll.item() == 6 * ls.item()
-    assert encoder.num_frames_out(48000) == encoder_frames(48000, encoder.window) == 150
+    assert encoder.num_tokens(48000) == encoder_frames(48000, encoder.window) == 150
 
 
 def test_long_clip_is_chunked_not_truncated(encoder):

@@ -24,9 +24,9 @@ def test_patch_features_drop_prefix_tokens():
     enc = VisionEncoder(tiny_cfg(reg_tokens=2)).eval()
     assert enc.num_prefix_tokens == 3  # CLS + 2 registers
     x = torch.randn(2, 3, 32, 32)
-    feats = enc(x)
-    assert feats.shape == (2, 16, 32)
-    assert enc.num_tokens() == 16
+    feats, lengths = enc(x)
+    assert feats.shape == (2, 16, 32) and lengths.tolist() == [16, 16]
+    assert enc.num_tokens(0) == enc.num_tokens(999) == enc.fixed_tokens == 16
     full = enc.model.forward_features(x)  # (2, 19, 32)
     torch.testing.assert_close(feats, full[:, 3:])
 
@@ -39,9 +39,9 @@ def test_weight_file_loads_through_timm(tmp_path):
     torch.manual_seed(2)  # a different init, so equality proves the file was read
     enc = VisionEncoder(tiny_cfg(pretrained_path=str(path))).eval()
     x = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(enc(x), ref.forward_features(x)[:, 1:])
+    torch.testing.assert_close(enc(x)[0], ref.forward_features(x)[:, 1:])
     random_enc = VisionEncoder(tiny_cfg()).eval()
-    assert not torch.allclose(random_enc(x), enc(x))
+    assert not torch.allclose(random_enc(x)[0], enc(x)[0])
 
 
 def test_missing_or_mismatched_weight_file(tmp_path):
@@ -66,7 +66,7 @@ def test_select_layer_minus_two_is_penultimate_block_output():
     h = m.norm_pre(m._pos_embed(m.patch_embed(x)))
     for blk in m.blocks[:2]:
         h = blk(h)
-    torch.testing.assert_close(sel(x), h[:, 1:])
+    torch.testing.assert_close(sel(x)[0], h[:, 1:])
 
 
 def test_bad_names_and_layers_raise_config_error():

@@ -11,20 +11,20 @@ from mmgpt.errors import ConfigError
 
 
 @pytest.mark.parametrize(
-    ("cfg", "modality", "n_in", "n_out"),
+    ("cfg", "layout", "n_in", "n_out"),
     [
-        (AdapterConfig(type="linear"), "image", 16, 16),
-        (AdapterConfig(type="mlp", num_layers=3), "image", 16, 16),
-        (AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2), "image", 16, 4),
-        (AdapterConfig(type="linear", reducer="pixel_shuffle", factor=4), "image", 64, 4),
-        (AdapterConfig(type="mlp", reducer="frame_stack", factor=3), "audio", 10, 4),
-        (AdapterConfig(type="resampler", num_queries=5, resampler_heads=2), "image", 16, 5),
-        (AdapterConfig(type="resampler", num_queries=7, reducer="frame_stack", factor=2, resampler_heads=2), "audio", 9, 7),
+        (AdapterConfig(type="linear"), "grid", 16, 16),
+        (AdapterConfig(type="mlp", num_layers=3), "grid", 16, 16),
+        (AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2), "grid", 16, 4),
+        (AdapterConfig(type="linear", reducer="pixel_shuffle", factor=4), "grid", 64, 4),
+        (AdapterConfig(type="mlp", reducer="frame_stack", factor=3), "sequence", 10, 4),
+        (AdapterConfig(type="resampler", num_queries=5, resampler_heads=2), "grid", 16, 5),
+        (AdapterConfig(type="resampler", num_queries=7, reducer="frame_stack", factor=2, resampler_heads=2), "sequence", 9, 7),
     ],
 )
-def test_adapter_shapes_and_token_counts(cfg, modality, n_in, n_out):
+def test_adapter_shapes_and_token_counts(cfg, layout, n_in, n_out):
     torch.manual_seed(0)
-    ad = Adapter(cfg, in_dim=12, out_dim=8, modality=modality)
+    ad = Adapter(cfg, in_dim=12, out_dim=8, layout=layout)
     out, lengths = ad(torch.randn(3, n_in, 12))
     assert out.shape == (3, n_out, 8)
     assert lengths.tolist() == [n_out] * 3
@@ -33,7 +33,7 @@ def test_adapter_shapes_and_token_counts(cfg, modality, n_in, n_out):
 
 
 def test_mlp_layers_and_activation():
-    ad = Adapter(AdapterConfig(type="mlp", num_layers=2, hidden_dim=20), 12, 8, "image")
+    ad = Adapter(AdapterConfig(type="mlp", num_layers=2, hidden_dim=20), 12, 8, "grid")
     kinds = [type(m).__name__ for m in ad.proj.net]
     assert kinds == ["Linear", "GELU", "Linear"]
     assert ad.proj.net[0].out_features == 20
@@ -65,15 +65,15 @@ def test_frame_stack_values_and_padding():
 
 
 def test_reducer_modality_checks():
-    with pytest.raises(ConfigError, match="pixel_shuffle works on image"):
-        Adapter(AdapterConfig(reducer="pixel_shuffle"), 8, 8, "audio")
-    with pytest.raises(ConfigError, match="frame_stack works on audio"):
-        Adapter(AdapterConfig(reducer="frame_stack"), 8, 8, "image")
+    with pytest.raises(ConfigError, match="pixel_shuffle works on patch grids"):
+        Adapter(AdapterConfig(reducer="pixel_shuffle"), 8, 8, "sequence")
+    with pytest.raises(ConfigError, match="frame_stack works on frame sequences"):
+        Adapter(AdapterConfig(reducer="frame_stack"), 8, 8, "grid")
 
 
 def test_resampler_ignores_padding():
     torch.manual_seed(0)
-    ad = Adapter(AdapterConfig(type="resampler", num_queries=4, resampler_heads=2), 6, 8, "audio").eval()
+    ad = Adapter(AdapterConfig(type="resampler", num_queries=4, resampler_heads=2), 6, 8, "sequence").eval()
     x = torch.randn(1, 5, 6)
     alone, _ = ad(x, torch.tensor([5]))
     padded = torch.cat([x, torch.randn(1, 3, 6) * 100], dim=1)  # garbage in padding
@@ -84,13 +84,13 @@ def test_resampler_ignores_padding():
 def test_position_embedding_makes_identical_patches_distinct():
     torch.manual_seed(0)
     cfg = AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2, pos_embed=True)
-    ad = Adapter(cfg, in_dim=6, out_dim=8, modality="image", num_in=16)
+    ad = Adapter(cfg, in_dim=6, out_dim=8, layout="grid", num_in=16)
     x = torch.ones(1, 16, 6)  # every patch the same
     out, _ = ad(x)
     assert out.shape == (1, 4, 8)
     assert not torch.allclose(out[0, 0], out[0, 1])
     with pytest.raises(ConfigError, match="fixed number of tokens"):
-        Adapter(AdapterConfig(pos_embed=True), 6, 8, "audio")
+        Adapter(AdapterConfig(pos_embed=True), 6, 8, "sequence")
 
 
 def test_sincos_position_start_is_unit_norm_distinct_and_separates_halves():
@@ -103,5 +103,5 @@ def test_sincos_position_start_is_unit_norm_distinct_and_separates_halves():
     q = 64 // 4
     row_cos = emb[:, q].reshape(4, 4)
     assert (row_cos[:2] > 0).all() and (row_cos[2:] < 0).all()
-    ad = Adapter(AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2, pos_embed=True), 6, 64, "image", 64)
+    ad = Adapter(AdapterConfig(type="mlp", reducer="pixel_shuffle", factor=2, pos_embed=True), 6, 64, "grid", 64)
     torch.testing.assert_close(ad.pos.detach(), emb)  # the adapter starts from it and learns

@@ -8,8 +8,7 @@ import torch
 from mmgpt.batching import IGNORE, block_causal_mask, collate, collate_packed, pack_rows
 from tests.conftest import make_image, make_wave
 
-KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_values", "audio_values", "audio_lengths",
-        "sequence_ids")
+KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "media", "sequence_ids")
 
 
 def samples(model):
@@ -42,8 +41,12 @@ def test_padding_sides_and_labels(tiny_model):
         assert left["input_ids"][i, -n[i]:].tolist() == e.input_ids.tolist()
         assert (right["labels"][i, n[i]:] == IGNORE).all() and (left["attention_mask"][i, : -n[i]] == 0).all()
     assert right["padding_fraction"] == pytest.approx(1 - sum(n) / (4 * max(n)))
-    assert right["pixel_values"].shape[0] == 2 and right["audio_values"].shape[0] == 2
-    assert right["audio_lengths"].tolist() == [int(1.3 * 16000), int(0.6 * 16000)]
+    assert right["media"]["image"][0].shape == (2, 3, 32, 32)
+    assert right["media"]["audio"][0].shape == (2, int(1.3 * 16000))
+    assert right["media"]["audio"][1].tolist() == [int(1.3 * 16000), int(0.6 * 16000)]
+    clip = enc[3].media["audio"][0].values  # the shorter clip: zero-padded on the right
+    torch.testing.assert_close(right["media"]["audio"][0][1, : clip.numel()], clip)
+    assert (right["media"]["audio"][0][1, clip.numel():] == 0).all()
 
 
 def test_block_mask_isolates_samples():
@@ -97,7 +100,7 @@ def test_loss_weighting_matches_per_sample_losses_padded_and_packed(tiny_model, 
     with torch.no_grad():
         alone = [model(**{k: b[k] for k in KEYS if k in b}) for b in (collate([e], model.pad_token_id) for e in enc)]
         means = torch.stack([o.loss for o in alone])
-        n = torch.tensor([float(o.num_targets) for o in alone])
+        n = torch.tensor([float(o.target_weight) for o in alone])
         w = torch.ones_like(n) if weighting == "sample" else n.sqrt()
         expected = (w * means).sum() / w.sum()
         padded = collate(enc, model.pad_token_id, weighting=weighting)
@@ -105,7 +108,7 @@ def test_loss_weighting_matches_per_sample_losses_padded_and_packed(tiny_model, 
         for batch in (padded, packed):
             out = model(**{k: batch[k] for k in keys if k in batch})
             torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
-            assert out.num_targets == pytest.approx(batch["target_weight"]) == pytest.approx(float(w.sum()))
+            assert out.target_weight == pytest.approx(batch["target_weight"]) == pytest.approx(float(w.sum()))
             assert batch["num_targets"] == int(n.sum())
     token = collate(enc, model.pad_token_id)
     assert "loss_weights" not in token and token["target_weight"] == token["num_targets"]

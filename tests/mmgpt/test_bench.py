@@ -91,6 +91,6 @@ def test_pair_is_structurally_equal_and_reads_the_same_batch():
     n_img = (mm.config.vision.img_size // mm.config.vision.patch_size) ** 2
     assert int((batch.input_ids == mm.media_token_ids["image"]).sum()) == 2 * n_img == batch.image_tokens
     with torch.no_grad():
-        a = mm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values)
+        a = mm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, media=batch.media())
         b = llava(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values)
     assert a.logits.shape == b.logits.shape == (2, 40, len(mm.tokenizer))

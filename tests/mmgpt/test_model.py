@@ -14,8 +14,7 @@ from mmgpt.errors import CheckpointError
 from mmgpt.model import MMGPT, load
 from tests.conftest import make_image, make_wave
 
-BATCH_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "pixel_values", "audio_values",
-              "audio_lengths", "sequence_ids")
+BATCH_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "media", "sequence_ids")
 
 
 def model_inputs(batch):
@@ -42,7 +41,7 @@ def test_image_audio_text_in_one_sequence(tiny_model):
     batch = collate([tiny_model.processor(msgs)], tiny_model.pad_token_id)
     out = tiny_model(**model_inputs(batch))
     assert out.logits.shape == (*batch["input_ids"].shape, len(tiny_model.tokenizer))
-    assert out.num_targets == 5  # " ", "y", "e", "s" (bytes: prefix space + answer) and <|im_end|>
+    assert out.target_weight == 5  # " ", "y", "e", "s" (bytes: prefix space + answer) and <|im_end|>
     assert torch.isfinite(out.loss)
 
 
@@ -55,7 +54,7 @@ def test_feature_placeholder_mismatch_raises(tiny_model):
     with pytest.raises(ValueError, match=r"3 image pad tokens but the image features give 4"):
         tiny_model(**model_inputs(batch))
     batch = collate([tiny_model.processor(user("image", "hi"))], tiny_model.pad_token_id)
-    batch["pixel_values"] = None
+    del batch["media"]["image"]
     with pytest.raises(ValueError, match="no image was given"):
         tiny_model(**model_inputs(batch))
 

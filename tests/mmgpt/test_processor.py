@@ -34,8 +34,8 @@ def test_media_expands_to_model_token_counts(tiny_model):
     i = seq.index(ids["<|image_start|>"])
     assert seq[i + 1 : i + 1 + n_img] == [ids["<|image_pad|>"]] * n_img
     assert seq[i + 1 + n_img] == ids["<|image_end|>"]
-    assert enc.images[0].shape == (3, 32, 32)
-    assert enc.audios[0].shape == (8000,)
+    assert enc.media["image"][0].values.shape == (3, 32, 32)
+    assert enc.media["audio"][0].values.shape == (8000,)
 
 
 def test_labels_only_on_assistant_content_and_im_end(tiny_model):
@@ -140,6 +140,6 @@ def test_bad_media_and_missing_modality(tiny_model, tmp_path):
     from mmgpt.processor import Processor
 
     cfg = MMGPTConfig.from_dict(apply_overrides(tiny_model.config.to_dict(), ["audio=null"]))
-    proc = Processor(tiny_model.tokenizer, cfg, tiny_model.processor.image_transform, 16)
+    proc = Processor(tiny_model.tokenizer, cfg, {"image": tiny_model.encoders["image"]})
     with pytest.raises(DataError, match="no audio encoder"):
         proc(chat(image=False, audio=True))

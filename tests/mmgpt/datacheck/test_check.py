@@ -118,7 +118,7 @@ def test_placeholder_mismatch_is_reported(tmp_path, proc, tiny_config):
 
     make_image(size=32).save(tmp_path / "img.png")
     path = write_jsonl(tmp_path / "d.jsonl", [chat("q", "a")])
-    broken = DropsOnePad(proc.tokenizer, tiny_config, proc.image_transform, proc.image_patches)
+    broken = DropsOnePad(proc.tokenizer, tiny_config, proc.encoders)
     report = check_dataset(path, broken)
     assert report.errors["placeholders"] == 1 and not report.ok and report.samples_ok == 0
     assert "need 1 <|image_start|>, 4 <|image_pad|>" in report.examples["placeholders"][0]

@@ -41,7 +41,7 @@ def test_chat_prompt_exact_layout_k2(tiny_model, three_items):
     )
     assert tok.decode(enc.input_ids.tolist(), skip_special_tokens=False) == expected
     assert tok(expected, add_special_tokens=False)["input_ids"] == enc.input_ids.tolist()
-    assert len(enc.images) == 2 and len(enc.audios) == 1  # example image, query image; example clip
+    assert len(enc.media["image"]) == 2 and len(enc.media["audio"]) == 1  # example image, query image; example clip
     # the query's answer appears nowhere in its own prompt
     assert "hexagon" not in expected
 
