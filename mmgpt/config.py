@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from mmgpt import resources
 from mmgpt.errors import ConfigError
 
 T = TypeVar("T")
@@ -171,13 +172,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, resolving ``base: other.yaml`` (relative to the file) recursively.
+def read_yaml(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Read a YAML mapping, resolving ``base: other.yaml`` recursively.
+
+    Args:
+        path: the file; with ``kind`` (``preset``, ``recipe``, ``plan``) also the name of a
+            shipped one (:mod:`mmgpt.resources`).
+        kind: what the file is; a ``base`` is then a file next to it or a shipped one of that kind.
 
     Raises:
         ConfigError: missing file, YAML syntax error, or a top level that is not a mapping.
     """
-    path = Path(path)
+    path = resources.resolve(kind, path) if kind else Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
@@ -188,7 +194,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: top level must be a mapping")
     base = data.pop("base", None)
     if base is not None:
-        merged = read_yaml(path.parent / base)
+        beside = path.parent / str(base)
+        merged = read_yaml(beside if beside.is_file() or not kind else base, kind)
         return deep_merge(merged, data)
     return data
 
@@ -375,12 +382,13 @@ class MMGPTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> MMGPTConfig:
-        """Load a YAML preset (``recipes/configs/model/*.yaml``) with ``key=value`` overrides.
+        """Load a model preset (a YAML path, or a shipped name: ``tiny``, ``quickstart``, ``small``)
+        with ``key=value`` overrides.
 
         Raises:
             ConfigError: missing file, bad YAML, unknown key or bad value (named).
         """
-        return from_dict(cls, apply_overrides(read_yaml(path), overrides))
+        return from_dict(cls, apply_overrides(read_yaml(path, "preset"), overrides))
 
     @classmethod
     def from_json(cls, path: str | Path) -> MMGPTConfig:

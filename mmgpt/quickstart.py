@@ -1,7 +1,7 @@
 """``mmgpt quickstart``: the whole pipeline on ShapesTones, sized for a 2-core CPU.
 
-Generates the data, runs the training stages of ``recipes/quickstart.yaml`` one after the
-other (each from the previous stage's checkpoint), evaluates on the held-out test split,
+Generates the data, runs the training stages of the ``quickstart`` plan (``mmgpt/plans/``,
+shipped with the package) one after the other (each from the previous stage's checkpoint), evaluates on the held-out test split,
 shows held-out captions and a multi-turn chat, and saves ``runs/quickstart/final``.
 """
 
@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmgpt import resources
 from mmgpt.config import apply_overrides, from_dict, read_yaml
 from mmgpt.errors import ConfigError
 
-PLAN = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+PLAN = "quickstart"  # a shipped plan (mmgpt.resources)
 
 
 @dataclass
@@ -49,15 +50,21 @@ class EvalPlan:
 @dataclass
 class QuickstartPlan:
     out_dir: str = "runs/quickstart"
-    model: str = "recipes/configs/model/quickstart.yaml"
+    model: str = "quickstart"  # a preset: YAML path or shipped name
     data: DataPlan = field(default_factory=DataPlan)
     stages: list[StagePlan] = field(default_factory=list)
     eval: EvalPlan = field(default_factory=EvalPlan)
     threads: int | None = None
+    steps_per_stage: int | None = None  # replaces every stage's max_steps (a smoke run: steps_per_stage=2)
 
 
 def load_plan(path: str | Path = PLAN, overrides: list[str] | None = None) -> QuickstartPlan:
-    plan = from_dict(QuickstartPlan, apply_overrides(read_yaml(path), overrides))
+    """A plan (a YAML path or a shipped name) with ``key=value`` overrides.
+
+    Raises:
+        ConfigError: missing file, unknown key or bad value, or no stages.
+    """
+    plan = from_dict(QuickstartPlan, apply_overrides(read_yaml(path, "plan"), overrides))
     if not plan.stages:
         raise ConfigError(f"{path}: no stages")
     return plan
@@ -97,7 +104,8 @@ def run_stages(plan: QuickstartPlan, data: Path) -> tuple[Path, list[dict]]:
         if plan.threads:
             common.append(f"threads={plan.threads}")
         start = [f"init_from={previous}"] if previous is not None else [f"model={plan.model}", "init_from=null"]
-        cfg = TrainConfig.from_yaml(stage.recipe, [*common, *start, *stage.overrides])
+        cap = [f"max_steps={plan.steps_per_stage}"] if plan.steps_per_stage else []
+        cfg = TrainConfig.from_yaml(stage.recipe, [*common, *start, *stage.overrides, *cap])
         _banner(f"stage {i}/{len(plan.stages)}: {cfg.stage} ({Path(stage.recipe).name})")
         t0 = time.time()
         previous = train(cfg)
@@ -180,10 +188,10 @@ def quickstart(plan: QuickstartPlan) -> dict:
 def add_cli(p: argparse.ArgumentParser) -> None:
     p.description = ("Train the default model on the built-in ShapesTones data and show what it learned: "
                      "data generation, every training stage, held-out evaluation, captions and a chat.\n"
-                     f"The plan is {PLAN.relative_to(PLAN.parents[1])}; change it with key=value overrides, "
-                     "e.g. `mmgpt quickstart data.train=5000`.")
+                     f"The plan is the shipped `{PLAN}` plan ({resources.plan(PLAN)}); change it with key=value "
+                     "overrides, e.g. `mmgpt quickstart data.train=5000`, or give your own with --plan.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the quickstart plan")
-    p.add_argument("--plan", default=str(PLAN), help="plan YAML (default: %(default)s)")
+    p.add_argument("--plan", default=PLAN, help="plan YAML, or a shipped plan's name (default: %(default)s)")
 
     def run(a: argparse.Namespace) -> int:
         quickstart(load_plan(a.plan, a.overrides))

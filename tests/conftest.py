@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "recipes" / "configs" / "model" / "tiny.yaml"
+TINY = ROOT / "mmgpt" / "presets" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ("presets", "recipes", "plans")
 
 
 def _import_name(folder: Path) -> str:
@@ -21,7 +27,7 @@ def test_every_package_folder_is_listed():
         _import_name(p.parent)
         for top in ("mmgpt", "encoders", "datasets")
         for p in (ROOT / top).rglob("__init__.py")
-    }
+    } | {_import_name(ROOT / "mmgpt" / d) for d in DATA}  # YAML folders shipped as package data
     assert found == listed, f"missing from pyproject: {found - listed}; stale: {listed - found}"
     assert cfg["package-dir"] == {"mmgpt": "mmgpt", "mmgpt.encoders": "encoders", "mmgpt.datasets": "datasets"}
 

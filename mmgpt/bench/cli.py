@@ -205,8 +205,6 @@ def run(args: argparse.Namespace) -> int:
                OPENBLAS_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the trainer-based measurements pick CUDA whenever they see it
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if "PYTHONPATH" in env else root
     started = datetime.datetime.now().isoformat(timespec="seconds")
     note = load_note()
     t0 = time.perf_counter()

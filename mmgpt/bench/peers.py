@@ -29,21 +29,12 @@ import torch
 from mmgpt.config import MMGPTConfig, read_yaml
 from mmgpt.tokenizer import MEDIA_TOKENS, special_ids
 
-PRESETS = {"tiny": "recipes/configs/model/tiny.yaml", "small": "recipes/configs/model/small.yaml",
-           "quickstart": "recipes/configs/model/quickstart.yaml"}
-
 
 def preset_path(name: str):
-    """Path of a model preset YAML shipped in the repository (``tiny``, ``small``, ``quickstart``)."""
-    from pathlib import Path
+    """Path of a shipped model preset (``tiny``, ``small``, ``quickstart``)."""
+    from mmgpt import resources
 
-    root = Path(__file__).resolve().parents[2]
-    path = root / PRESETS[name]
-    if not path.is_file():
-        from mmgpt.errors import ConfigError
-
-        raise ConfigError(f"bench: model preset {path} not found (run from a source checkout)")
-    return path
+    return resources.preset(name)
 
 
 def padded_tokenizer(vocab_size: int):

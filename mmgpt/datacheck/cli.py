@@ -15,25 +15,8 @@ from pathlib import Path
 
 from mmgpt.datacheck.check import check_dataset
 from mmgpt.datasets.readers import read_samples
-from mmgpt.errors import ConfigError
 
-DEFAULT_PRESET = Path("recipes") / "configs" / "model" / "quickstart.yaml"
-
-
-
-
-def default_preset() -> Path:
-    """The quickstart model preset, found next to the package or under the working directory.
-
-    Raises:
-        ConfigError: neither place has it.
-    """
-    tried = [Path(__file__).resolve().parents[2] / DEFAULT_PRESET, Path.cwd() / DEFAULT_PRESET]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no default model preset (tried {', '.join(map(str, tried))}); "
-                      "pass --model CHECKPOINT_DIR or --config MODEL_YAML")
+DEFAULT_PRESET = "quickstart"  # the shipped preset the processor comes from without --model / --config
 
 
 def load_processor(model: str | None = None, config: str | None = None):
@@ -41,7 +24,8 @@ def load_processor(model: str | None = None, config: str | None = None):
 
     Args:
         model: an mmgpt checkpoint directory.
-        config: a model YAML preset; default :func:`default_preset` when ``model`` is None.
+        config: a model preset (YAML path or shipped name); default the quickstart preset when
+            ``model`` is None.
 
     Returns:
         The :class:`mmgpt.processor.Processor`.
@@ -55,7 +39,7 @@ def load_processor(model: str | None = None, config: str | None = None):
 
     if model is not None:
         return load(model).processor
-    return MMGPT(MMGPTConfig.from_yaml(config or default_preset()), load_weights=False).processor
+    return MMGPT(MMGPTConfig.from_yaml(config or DEFAULT_PRESET), load_weights=False).processor
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -87,7 +71,7 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     def run_check(a: argparse.Namespace) -> int:
         read_samples(a.path, a.format)  # a bad path or format fails before the model is built
         processor = load_processor(a.model, a.config)
-        print(f"model        {a.model or a.config or default_preset()} (its tokenizer and processor)")
+        print(f"model        {a.model or a.config or DEFAULT_PRESET} (its tokenizer and processor)")
         report = check_dataset(a.path, processor, format=a.format, limit=a.limit,
                                allow_no_targets=a.allow_no_targets, max_length=a.max_length,
                                max_image_pixels=a.max_image_pixels, max_audio_seconds=a.max_audio_seconds,

@@ -1,7 +1,8 @@
 """Training configuration: one dataclass tree per run, from a YAML recipe plus ``key=value`` overrides.
 
-A recipe (``recipes/configs/*.yaml``) names the stage, the model (a preset YAML for a fresh
-model, or ``init_from`` a previous stage's checkpoint), the data, what is trainable and how
+A recipe (a YAML file, or the name of one shipped in ``mmgpt/recipes/``: ``stage1_align``) names
+the stage, the model (a preset, by path or shipped name, for a fresh model, or ``init_from`` a
+previous stage's checkpoint), the data, what is trainable and how
 to optimise. Unknown keys and bad values raise :class:`~mmgpt.errors.ConfigError`.
 """
 
@@ -119,7 +120,7 @@ class TrainConfig:
     stage: Stage = "instruct"
     name: str = "run"
     out_dir: str = "runs"
-    model: str | None = None  # model preset YAML for a fresh model
+    model: str | None = None  # model preset (YAML path or shipped name) for a fresh model
     model_args: dict[str, Any] = field(default_factory=dict)  # overrides merged into the preset
     init_from: str | None = None  # previous stage's final checkpoint directory
     train_tokenizer: bool = False  # fresh model: train a byte-level BPE on the training text first
@@ -168,8 +169,9 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        """Load a recipe; relative paths inside it stay relative to the working directory."""
-        return from_dict(cls, apply_overrides(read_yaml(path), overrides))
+        """Load a recipe (a path or a shipped name); data and run paths inside it are relative to
+        the working directory, ``model`` and ``base`` may name shipped presets and recipes."""
+        return from_dict(cls, apply_overrides(read_yaml(path, "recipe"), overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

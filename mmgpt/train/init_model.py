@@ -27,7 +27,7 @@ def build_model(cfg: TrainConfig, samples: list[Sample], dist: distributed.Dist)
     process loads it)."""
     if cfg.init_from:
         return MMGPT.from_pretrained(cfg.init_from)
-    mcfg = from_dict(MMGPTConfig, deep_merge(read_yaml(cfg.model), cfg.model_args))
+    mcfg = from_dict(MMGPTConfig, deep_merge(read_yaml(cfg.model, "preset"), cfg.model_args))
     tokenizer = None
     if cfg.train_tokenizer and mcfg.tokenizer.path is None:
         tok_dir = cfg.run_dir / "tokenizer"

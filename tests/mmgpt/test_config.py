@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from mmgpt import resources
 from mmgpt.config import AdapterConfig, MMGPTConfig, apply_overrides
 from mmgpt.errors import ConfigError
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs" / "model").glob("*.yaml"))
+PRESETS = [resources.preset(name) for name in resources.shipped("preset")]
 
 
 def test_unknown_key_names_the_key(tmp_path):

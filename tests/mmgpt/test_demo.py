@@ -44,7 +44,7 @@ from mmgpt.tokenizer import encode_text
 from tests.conftest import make_image, make_wave
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "recipes" / "configs" / "model" / "tiny.yaml"
+TINY = "tiny"  # the shipped preset
 MAX_PIXELS = 128 * 128
 MAX_SECONDS = 2.0
 TOKENS = 8

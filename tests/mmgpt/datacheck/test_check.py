@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmgpt import resources
 from mmgpt.cli import main
 from mmgpt.datacheck.check import check_dataset
-from mmgpt.datacheck.cli import default_preset
+from mmgpt.datacheck.cli import DEFAULT_PRESET
 from mmgpt.datacheck.inspection import inspect_dataset, render_tokens
 from mmgpt.datasets.shapestones import generate
 from mmgpt.processor import Processor
@@ -143,7 +144,7 @@ def test_inspect_marks_trained_tokens_and_collapses_pads(tmp_path, proc):
 
 
 def test_cli_end_to_end(shapestones, broken, tmp_path, capsys):
-    assert default_preset().is_file()
+    assert resources.preset(DEFAULT_PRESET).is_file()
     assert main(["data", "check", str(shapestones), "--config", str(TINY), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "samples ok   30 / 30" in out and out.rstrip().splitlines()[-1].startswith("OK")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = ROOT / "recipes" / "configs" / "model" / "tiny.yaml"
+TINY = "tiny"  # a shipped preset, by name
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,13 @@ def base_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("base") / "tiny"
     MMGPT.from_config(TINY).save_pretrained(path)
     return path
+
+
+def recipe(name: str) -> Path:
+    """A shipped training recipe's file."""
+    from mmgpt import resources
+
+    return resources.recipe(name)
 
 
 def overrides(data: Path, out: Path, **kw) -> list[str]:

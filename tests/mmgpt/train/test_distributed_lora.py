@@ -16,9 +16,9 @@ from mmgpt.model import load
 from mmgpt.train import TrainConfig
 from mmgpt.train.lora import merge_lora
 from mmgpt.train.trainer import Trainer
-from tests.mmgpt.train.conftest import ROOT, overrides
+from tests.mmgpt.train.conftest import ROOT, overrides, recipe
 
-RECIPE = ROOT / "recipes/configs/stage3_instruct.yaml"
+RECIPE = recipe("stage3_instruct")
 
 
 def losses(run_dir):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mmgpt.train import TrainConfig, train
-from tests.mmgpt.train.conftest import ROOT, TINY
+from tests.mmgpt.train.conftest import TINY, recipe
 
 # Measured on the 2-core CPU with seed 0 (60 s): first train loss 6.3, final val loss 1.18 after
 # these steps (2.37 after only 150 of them), so a pipeline that stops learning fails.
@@ -22,9 +22,9 @@ def test_tiny_pipeline_reaches_stated_loss(tmp_path):
     generate(data, train=2000, val=100, test=0, gen=0, seed=0, progress=False)
     common = [f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}", f"out_dir={tmp_path}",
               "progress=false", "seed=0", "threads=2"]
-    text = train(TrainConfig.from_yaml(ROOT / "recipes/configs/stage0a_text.yaml",
+    text = train(TrainConfig.from_yaml(recipe("stage0a_text"),
                                        [*common, f"model={TINY}", "max_steps=60", "batch_size=32"]))
-    final = train(TrainConfig.from_yaml(ROOT / "recipes/configs/stage3_instruct.yaml",
+    final = train(TrainConfig.from_yaml(recipe("stage3_instruct"),
                                         [*common, f"init_from={text}", "max_steps=400", "batch_size=16",
                                          "trainable.encoders=true", "optim.lr=2e-3"]))
     records = [json.loads(x) for x in (final.parent / "metrics.jsonl").read_text().splitlines()]

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from mmgpt.train import TrainConfig, train
 from mmgpt.train.resume import latest_checkpoint
-from tests.mmgpt.train.conftest import ROOT, overrides
+from tests.mmgpt.train.conftest import ROOT, overrides, recipe
 
-RECIPE = ROOT / "recipes/configs/stage3_instruct.yaml"
+RECIPE = recipe("stage3_instruct")
 STEPS, EVERY = 24, 3
 
 
