@@ -208,50 +208,23 @@ def run(args: argparse.Namespace) -> int:
     started = datetime.datetime.now().isoformat(timespec="seconds")
     note = load_note()
     t0 = time.perf_counter()
-    specs = []
-    for rid in ids:
-        name, margs, reps = PLAN[rid]
-        settings = {"quick": args.quick, "repeats": args.repeats or (1 if args.quick else reps),
-                    "warmup": warmup, "threads": threads, "device": device, "seed": args.seed,
-                    "workdir": str(work)}
-        specs.append({"id": rid, "measurement": name, "args": margs, "settings": settings, "side": None,
-                      "out": str(work / f"{rid}.json")})
+    specs = [{"id": rid, "measurement": PLAN[rid][0], "args": PLAN[rid][1], "side": None,
+              "out": str(work / f"{rid}.json"),
+              "settings": {"quick": args.quick, "repeats": args.repeats or (1 if args.quick else PLAN[rid][2]),
+                           "warmup": warmup, "threads": threads, "device": device, "seed": args.seed,
+                           "workdir": str(work)}} for rid in ids]
     print(f"mmgpt bench: {len(specs)} measurements on {device}, {threads} threads"
           f"{' (quick)' if args.quick else ''}; {note}", flush=True)
     children = Children(args.start, env, work)
-    results: dict[str, dict] = {}
-    errors: dict[str, str] = {}
     try:
-        for spec in specs:
-            t = time.perf_counter()
-            res = children.run(spec)
-            if "error" in res:
-                errors[spec["id"]] = res["error"]
-                print(f"  {spec['id']}: ERROR {res['error']}", flush=True)
-                if res.get("traceback"):
-                    print(res["traceback"], file=sys.stderr)
-                continue
-            if device == "cpu" and args.memory == "separate":
-                for side in res["sides"]:
-                    mem = children.run({**spec, "id": f"{spec['id']}-{side}", "side": side,
-                                        "out": str(work / f"{spec['id']}-mem-{side}.json")})
-                    s = res["sides"][side]
-                    if "memory" in mem:
-                        s.update(peak_mem_mb=mem["memory"]["peak_mem_mb"],
-                                 baseline_rss_mb=mem["memory"]["baseline_rss_mb"],
-                                 mem_scope="ru_maxrss of a child that ran this side alone")
-                    else:
-                        errors[f"{spec['id']}-{side} memory"] = mem.get("error", "?")
-            results[spec["id"]] = res
-            print(f"  {spec['id']}: done in {time.perf_counter() - t:.1f} s", flush=True)
+        results, errors = run_specs(children, specs, device == "cpu" and args.memory == "separate", work)
     finally:
         children.close()
     scope = ("CUDA max_memory_allocated per side" if device == "cuda" else
              "ru_maxrss of a child that ran the side alone, which includes the interpreter and imports"
              if args.memory == "separate" else "ru_maxrss of the pair's child, the max over its sides")
-    command = command_line(args)
     report = {
-        "env": {"command": command, "machine": machine(device), "software": software(), "device": device,
+        "env": {"command": command_line(args), "machine": machine(device), "software": software(), "device": device,
                 "threads": threads, "repeats": args.repeats or ("1" if args.quick else "3-7 (per measurement)"),
                 "warmup": warmup, "seed": args.seed, "quick": args.quick, "started": started,
                 "wall_s": time.perf_counter() - t0, "load_note": note + "; " + load_note().replace("at the start", "at the end")},
@@ -265,3 +238,32 @@ def run(args: argparse.Namespace) -> int:
         R.write_section(md, R.markdown(report))
         print(f"wrote {out / 'bench.json'} and the '{R.SECTION}' section of {md}")
     return 1 if errors else 0
+
+
+def run_specs(children: Children, specs: list[dict], separate_memory: bool,
+              work: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each spec in a child (and each side alone in one more, for its CPU peak memory);
+    returns the results and the errors, both by measurement id."""
+    results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    for spec in specs:
+        t = time.perf_counter()
+        res = children.run(spec)
+        if "error" in res:
+            errors[spec["id"]] = res["error"]
+            print(f"  {spec['id']}: ERROR {res['error']}", flush=True)
+            if res.get("traceback"):
+                print(res["traceback"], file=sys.stderr)
+            continue
+        for side in res["sides"] if separate_memory else ():
+            mem = children.run({**spec, "id": f"{spec['id']}-{side}", "side": side,
+                                "out": str(work / f"{spec['id']}-mem-{side}.json")})
+            if "memory" in mem:
+                res["sides"][side].update(peak_mem_mb=mem["memory"]["peak_mem_mb"],
+                                          baseline_rss_mb=mem["memory"]["baseline_rss_mb"],
+                                          mem_scope="ru_maxrss of a child that ran this side alone")
+            else:
+                errors[f"{spec['id']}-{side} memory"] = mem.get("error", "?")
+        results[spec["id"]] = res
+        print(f"  {spec['id']}: done in {time.perf_counter() - t:.1f} s", flush=True)
+    return results, errors

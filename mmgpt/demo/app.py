@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,52 +203,82 @@ def build_app(model, *, examples_dir: str | Path | None = None, num_examples: in
         gr.Markdown(f"## {title}\n{model.num_parameters() / 1e6:.1f} M parameters · reads text, "
                     f"{' and '.join(runner.modalities)} · answers stream in as they are written")
         with gr.Row():
-            with gr.Column(scale=2, min_width=280):
-                image = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                 height=220, visible=has["image"], elem_id="image")
-                audio = gr.Audio(label="Clip", type="filepath", sources=["upload", "microphone"],
-                                 visible=has["audio"], elem_id="audio")
-                with gr.Row():
-                    cap_image = gr.Button("Caption the image", visible=has["image"], elem_id="caption-image")
-                    cap_audio = gr.Button("Caption the clip", visible=has["audio"], elem_id="caption-audio")
-                with gr.Accordion("Generation settings", open=False):
-                    max_new = gr.Slider(1, top_tokens, value=min(64, top_tokens), step=1, label="Max new tokens")
-                    temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (when sampling)")
-            with gr.Column(scale=3, min_width=360):
-                chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chat", feedback_options=None,
-                                     buttons=["copy", "copy_all"],
-                                     placeholder="Attach an image or a clip, ask a question, press Send.")
-                with gr.Row():
-                    text = gr.Textbox(show_label=False, placeholder="Ask about the image or the clip…", scale=5,
-                                      elem_id="question", max_length=2000)
-                    send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
-                clear = gr.Button("Clear the chat", size="sm")
+            w = _Widgets(*_media_column(has, top_tokens), *_chat_column())
         usable = [e for e in examples if all(has[k] or e[k] is None for k in ("image", "audio"))]
         if usable:
             gr.Examples([[e[k] for k in ("image", "audio") if has[k]] + [e["text"]] for e in usable],
-                        inputs=[c for c, k in ((image, "image"), (audio, "audio")) if has[k]] + [text],
+                        inputs=[c for c, k in ((w.image, "image"), (w.audio, "audio")) if has[k]] + [w.text],
                         label="Held-out ShapesTones examples (click one, then Send)",
                         example_labels=[e["label"] for e in usable])
-        answer_out = gr.Textbox(visible=False)
-        answer_btn = gr.Button(visible=False)
-
-        settings = [max_new, temperature, top_p]
-        outputs = [chatbot, state, text, image, audio]
-        common = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": concurrency}
-        gr.on([send.click, text.submit], handlers.chat, [image, audio, text, *settings, state], outputs,
-              api_name="chat", **common)
-        cap_image.click(handlers.caption("image"), [image, *settings, state], outputs, api_name="caption_image",
-                        **common)
-        cap_audio.click(handlers.caption("audio"), [audio, *settings, state], outputs, api_name="caption_audio",
-                        **common)
-        answer_btn.click(handlers.answer, [image, audio, text, *settings], answer_out, api_name="answer", **common)
-        gr.on([clear.click, chatbot.clear], lambda: ([], _new_state()), None, [chatbot, state], queue=False,
-              api_visibility="private")
+        _wire(w, handlers, state, concurrency)
 
     app.queue(max_size=queue_size, default_concurrency_limit=concurrency, api_open=False)
     app.mmgpt_launch_options = {"max_file_size": max_file_size, "allowed_paths": [str(examples_dir)]}
     return app
+
+
+@dataclass
+class _Widgets:
+    image: Any
+    audio: Any
+    cap_image: Any
+    cap_audio: Any
+    max_new: Any
+    temperature: Any
+    top_p: Any
+    chatbot: Any
+    text: Any
+    send: Any
+    clear: Any
+
+
+def _media_column(has: dict[str, bool], top_tokens: int) -> tuple:
+    """Uploads, caption buttons and generation settings (left column)."""
+    with gr.Column(scale=2, min_width=280):
+        image = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                         height=220, visible=has["image"], elem_id="image")
+        audio = gr.Audio(label="Clip", type="filepath", sources=["upload", "microphone"],
+                         visible=has["audio"], elem_id="audio")
+        with gr.Row():
+            cap_image = gr.Button("Caption the image", visible=has["image"], elem_id="caption-image")
+            cap_audio = gr.Button("Caption the clip", visible=has["audio"], elem_id="caption-audio")
+        with gr.Accordion("Generation settings", open=False):
+            max_new = gr.Slider(1, top_tokens, value=min(64, top_tokens), step=1, label="Max new tokens")
+            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (when sampling)")
+    return image, audio, cap_image, cap_audio, max_new, temperature, top_p
+
+
+def _chat_column() -> tuple:
+    """The chat, the question box and its buttons (right column)."""
+    with gr.Column(scale=3, min_width=360):
+        chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chat", feedback_options=None,
+                             buttons=["copy", "copy_all"],
+                             placeholder="Attach an image or a clip, ask a question, press Send.")
+        with gr.Row():
+            text = gr.Textbox(show_label=False, placeholder="Ask about the image or the clip…", scale=5,
+                              elem_id="question", max_length=2000)
+            send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
+        clear = gr.Button("Clear the chat", size="sm")
+    return chatbot, text, send, clear
+
+
+def _wire(w: _Widgets, handlers: _Handlers, state, concurrency: int) -> None:
+    """Events: send / caption / clear, and the hidden API endpoint ``answer``."""
+    answer_out = gr.Textbox(visible=False)
+    answer_btn = gr.Button(visible=False)
+    settings = [w.max_new, w.temperature, w.top_p]
+    outputs = [w.chatbot, state, w.text, w.image, w.audio]
+    common = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": concurrency}
+    gr.on([w.send.click, w.text.submit], handlers.chat, [w.image, w.audio, w.text, *settings, state], outputs,
+          api_name="chat", **common)
+    w.cap_image.click(handlers.caption("image"), [w.image, *settings, state], outputs, api_name="caption_image",
+                      **common)
+    w.cap_audio.click(handlers.caption("audio"), [w.audio, *settings, state], outputs, api_name="caption_audio",
+                      **common)
+    answer_btn.click(handlers.answer, [w.image, w.audio, w.text, *settings], answer_out, api_name="answer", **common)
+    gr.on([w.clear.click, w.chatbot.clear], lambda: ([], _new_state()), None, [w.chatbot, state], queue=False,
+          api_visibility="private")
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, *, block: bool = True,

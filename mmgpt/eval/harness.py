@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,44 +117,17 @@ def evaluate(model, data: Data, *, tasks: Sequence[str] | None = None, shots: Se
     if model is None and (predictor is None or (select == "similar" and max(shots) > 0)):
         raise ConfigError("evaluate needs a model (select='similar' embeds media with its encoders) "
                           "or a predictor")
-    items = collect_items(load_samples(data, media_folder), tasks)
-    if not items:
-        raise DataError(f"{data if isinstance(data, (str, Path)) else 'the data'}: no evaluation items "
-                        f"(tasks {', '.join(tasks or TASKS)}); documents and rows without answers are skipped")
-    missing = sorted(set(tasks or ()) - set(items))
-    if missing:
-        log.warning("eval: no items for task(s) %s in the data", ", ".join(missing))
-    pool = items if support is None else collect_items(load_samples(support, media_folder), tasks)
-    predictor = predictor or ModelPredictor(model, format)
-    embedder = MediaEmbedder(model, batch_size) if select == "similar" and max(shots) > 0 else None
-    by_shots: dict[int, dict[str, dict]] = {}
-    records: dict[int, dict[str, list[dict]]] = {}
+    items, pool = _items(data, support, media_folder, tasks)
+    run = _Run(predictor or ModelPredictor(model, format), pool, select, format, seed, batch_size, limit,
+               max_new_tokens, progress, MediaEmbedder(model, batch_size) if select == "similar" and max(shots) > 0
+               else None)
+    by_shots: dict[int, dict[str, dict]] = {k: {} for k in shots}
+    records: dict[int, dict[str, list[dict]]] = {k: {} for k in shots}
     on_cuda = model is not None and model.device.type == "cuda"
-    devices = [model.device.index or 0] if on_cuda else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=[model.device.index or 0] if on_cuda else []):
         for k in shots:
-            by_shots[k], records[k] = {}, {}
             for task, task_items in items.items():
-                queries = task_items[:limit] if limit else task_items
-                if len(queries) < len(task_items) and k == shots[0]:
-                    log.info("eval %s: scoring the first %d of %d items (limit)", task, len(queries), len(task_items))
-                examples: list[list[EvalItem]] = [[] for _ in queries]
-                if k > 0:
-                    selector = ExampleSelector(pool.get(task, []), select, seed, embedder)
-                    examples = [selector.choose(q, k) for q in queries]
-                    if selector.short:
-                        log.warning("eval %s %d-shot: %d of %d queries got fewer than %d examples "
-                                    "(small support pool)", task, k, selector.short, len(queries), k)
-                budget = max_new_tokens or MAX_NEW_TOKENS[task]
-                preds, used = run_predictions(predictor, queries, examples, format=format,
-                                              max_new_tokens=budget, batch_size=batch_size, seed=seed,
-                                              progress=progress, desc=f"eval {task} {k}-shot")
-                metrics, recs = score_task(task, queries, [p for p, _ in preds])
-                for rec, (_, error), ex in zip(recs, preds, used):
-                    rec["examples"] = [e.source for e in ex]
-                    if error:
-                        rec["error"] = error
-                by_shots[k][task], records[k][task] = metrics, recs
+                by_shots[k][task], records[k][task] = run.task(task, task_items, k, first=k == shots[0])
     settings = {"model": name or "model", "data": _describe(data), "support": _describe(support),
                 "tasks": list(items), "shots": list(shots), "select": select, "format": format, "seed": seed,
                 "limit": limit, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
@@ -161,6 +135,57 @@ def evaluate(model, data: Data, *, tasks: Sequence[str] | None = None, shots: Se
     if out_dir is not None:
         result.files = write_report(result, out_dir)
     return result
+
+
+def _items(data: Data, support: Data | None, media_folder, tasks) -> tuple[dict, dict]:
+    """Evaluation items per task, and the few-shot pool per task (``data`` itself by default)."""
+    items = collect_items(load_samples(data, media_folder), tasks)
+    if not items:
+        raise DataError(f"{data if isinstance(data, (str, Path)) else 'the data'}: no evaluation items "
+                        f"(tasks {', '.join(tasks or TASKS)}); documents and rows without answers are skipped")
+    missing = sorted(set(tasks or ()) - set(items))
+    if missing:
+        log.warning("eval: no items for task(s) %s in the data", ", ".join(missing))
+    return items, items if support is None else collect_items(load_samples(support, media_folder), tasks)
+
+
+@dataclass
+class _Run:
+    """The settings of one :func:`evaluate` call that every (task, shots) pass shares."""
+
+    predictor: Predictor
+    pool: dict[str, list[EvalItem]]
+    select: str
+    format: PromptFormat
+    seed: int
+    batch_size: int
+    limit: int | None
+    max_new_tokens: int | None
+    progress: bool
+    embedder: MediaEmbedder | None
+
+    def task(self, task: str, task_items: list[EvalItem], k: int, first: bool) -> tuple[dict, list[dict]]:
+        """Metrics and per-item records of ``task`` with ``k`` examples per query."""
+        queries = task_items[: self.limit] if self.limit else task_items
+        if len(queries) < len(task_items) and first:
+            log.info("eval %s: scoring the first %d of %d items (limit)", task, len(queries), len(task_items))
+        examples: list[list[EvalItem]] = [[] for _ in queries]
+        if k > 0:
+            selector = ExampleSelector(self.pool.get(task, []), self.select, self.seed, self.embedder)
+            examples = [selector.choose(q, k) for q in queries]
+            if selector.short:
+                log.warning("eval %s %d-shot: %d of %d queries got fewer than %d examples (small support pool)",
+                            task, k, selector.short, len(queries), k)
+        preds, used = run_predictions(self.predictor, queries, examples, format=self.format,
+                                      max_new_tokens=self.max_new_tokens or MAX_NEW_TOKENS[task],
+                                      batch_size=self.batch_size, seed=self.seed, progress=self.progress,
+                                      desc=f"eval {task} {k}-shot")
+        metrics, recs = score_task(task, queries, [p for p, _ in preds])
+        for rec, (_, error), ex in zip(recs, preds, used):
+            rec["examples"] = [e.source for e in ex]
+            if error:
+                rec["error"] = error
+        return metrics, recs
 
 
 def _describe(data: Data | None) -> str | list[str] | None:
