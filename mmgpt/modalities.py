@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mmgpt.config import ENCODER_FIELDS
 from mmgpt.datasets.media import DEFAULT_MAX_PIXELS, audio_duration, load_audio, load_image
 from mmgpt.encoders.audio import AudioEncoder
 from mmgpt.encoders.base import MediaEncoder
@@ -57,11 +56,6 @@ class Modality:
     def tokens(self) -> tuple[str, str, str]:
         """Start, pad and end placeholder tokens of one item's span."""
         return f"<|{self.name}_start|>", f"<|{self.name}_pad|>", f"<|{self.name}_end|>"
-
-    @property
-    def config_field(self) -> str:
-        """The :class:`mmgpt.config.MMGPTConfig` field holding this modality's encoder settings."""
-        return ENCODER_FIELDS[self.name]
 
 
 def _fixed_size(source: Any, encoder: MediaEncoder) -> int:
