@@ -18,7 +18,7 @@ function                 format                                     ``source``
 """
 
 from mmgpt.datasets.readers.audio_captions import AudioCaptionsReader, read_audio_captions
-from mmgpt.datasets.readers.auto import detect_format, read_samples
+from mmgpt.datasets.readers.auto import detect_format, find_datasets, read_samples
 from mmgpt.datasets.readers.base import Reader, ReadStats
 from mmgpt.datasets.readers.coco import CocoCaptionsReader, read_coco_captions
 from mmgpt.datasets.readers.jsonl import JsonlReader, read_jsonl
@@ -34,6 +34,7 @@ __all__ = [
     "Reader",
     "WebDatasetReader",
     "detect_format",
+    "find_datasets",
     "read_audio_captions",
     "read_coco_captions",
     "read_jsonl",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmgpt.datasets.readers.base import OnError, Reader, located, resolve_media_path
+from mmgpt.datasets.readers.base import OnError, Reader, located
 from mmgpt.datasets.readers.captions import (
     AUDIO_PROMPT,
     CaptionMode,
@@ -95,18 +95,19 @@ class AudioCaptionsReader(Reader):
     """Iterable over the samples of audio-caption CSV files; see :func:`read_audio_captions`."""
 
     def __init__(
-        self, csv_path: str | Path, audio_folder: str | Path | None = None, *, mode: CaptionMode = "each",
+        self, csv_path: str | Path, media_folder: str | Path | None = None, *, mode: CaptionMode = "each",
         prompt: str = AUDIO_PROMPT, ext: str = ".wav", on_error: OnError = "raise",
+        allow_outside_media_folder: bool = False,
     ) -> None:
         check_mode(mode)
-        super().__init__(csv_path, on_error=on_error)
-        self.audio_folder = None if audio_folder is None else Path(audio_folder).absolute()
+        super().__init__(csv_path, on_error=on_error, media_folder=media_folder,
+                         allow_outside_media_folder=allow_outside_media_folder)
         self.mode = mode
         self.prompt = prompt
         self.ext = ext if ext.startswith(".") or not ext else f".{ext}"
 
     def _read_file(self, path: Path) -> Iterator[Sample | DataError]:
-        folder = self.audio_folder or path.absolute().parent
+        root = self.media_root(path)
         groups: dict[str, tuple[str, dict[str, Any], list[str]]] = {}  # file -> (source, meta, captions)
         with path.open("rb") as f:
             # Undecodable bytes become surrogates, so a bad byte spoils its own row, not the file.
@@ -132,22 +133,22 @@ class AudioCaptionsReader(Reader):
                     continue
                 try:
                     name, captions, meta = _row_cells(row, header, layout)
+                    media = [root(name)]
                 except DataError as e:
                     yield located(where, e)
                     continue
                 if self.mode == "each":
-                    media = [resolve_media_path(name, folder)]
                     yield from caption_samples("audio", media, self.prompt, captions, "each", meta, where)
                 else:
                     groups.setdefault(name, (where, meta, []))[2].extend(captions)
         for name, (where, meta, refs) in groups.items():
-            media = [resolve_media_path(name, folder)]
-            yield from caption_samples("audio", media, self.prompt, refs, self.mode, meta, where)
+            yield from caption_samples("audio", [root(name)], self.prompt, refs, self.mode, meta, where)
 
 
 def read_audio_captions(
-    csv_path: str | Path, audio_folder: str | Path | None = None, *, mode: CaptionMode = "each",
+    csv_path: str | Path, media_folder: str | Path | None = None, *, mode: CaptionMode = "each",
     prompt: str = AUDIO_PROMPT, ext: str = ".wav", on_error: OnError = "raise",
+    allow_outside_media_folder: bool = False,
 ) -> AudioCaptionsReader:
     """Read an audio-caption CSV (AudioCaps or Clotho layout) as audio-captioning chats.
 
@@ -157,7 +158,9 @@ def read_audio_captions(
       ``caption_<n>`` column in numeric order (Clotho: several captions per row).
     * File name: the first of the ``file_name``, ``audio``, ``path`` columns, used as is;
       else ``youtube_id`` + ``ext`` (AudioCaps: ``{youtube_id}.wav``). Relative names are
-      resolved against ``audio_folder`` into absolute :class:`pathlib.Path` objects (not opened).
+      resolved against ``media_folder`` (Clotho's ``development/``) into absolute
+      :class:`pathlib.Path` objects (not opened); one outside it (absolute, or with ``..``) is
+      a bad row unless ``allow_outside_media_folder``.
 
     Every sample is ``user: [audio, prompt]`` then ``assistant: caption`` (captions stripped);
     ``meta`` has every non-caption column (``audiocap_id``, ``youtube_id``, ``start_time``...,
@@ -172,7 +175,8 @@ def read_audio_captions(
 
     Args:
         csv_path: a CSV file or a glob of them (read in sorted order).
-        audio_folder: the directory file names are relative to (default: the CSV's directory).
+        media_folder: the directory file names are relative to (default: the CSV's directory).
+        allow_outside_media_folder: accept file names outside ``media_folder``.
         mode: ``"each"``, ``"first"`` or ``"all"``.
         prompt: the user's instruction after the audio.
         ext: the extension appended to ``youtube_id`` (``"wav"`` or ``".wav"`` alike).
@@ -189,5 +193,6 @@ def read_audio_captions(
             named as ``"<file>:<line>"``.
     """
     return AudioCaptionsReader(
-        csv_path, audio_folder, mode=mode, prompt=prompt, ext=ext, on_error=on_error
+        csv_path, media_folder, mode=mode, prompt=prompt, ext=ext, on_error=on_error,
+        allow_outside_media_folder=allow_outside_media_folder,
     )

@@ -64,6 +64,33 @@ def detect_format(path: Path) -> str:
     raise DataError(f"{path}: unknown dataset format (extension not .jsonl, .json, .csv or .tar)")
 
 
+def find_datasets(folder: str | Path) -> list[tuple[Path, str | None, str | None]]:
+    """The files of ``folder`` (not its subfolders) that look like datasets, by extension.
+
+    Returns:
+        ``(path, format, None)`` for each file whose format is detected, ``(path, None, why)``
+        for one with a dataset extension whose content is not a dataset (a COCO
+        ``instances_*.json`` beside ``captions_*.json``), sorted by name.
+
+    Raises:
+        DataError: ``folder`` is not a folder, or holds no file with a dataset extension.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    found: list[tuple[Path, str | None, str | None]] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if not path.name.lower().endswith((".jsonl", ".json", ".csv", *TAR_SUFFIXES)):
+            continue
+        try:
+            found.append((path, detect_format(path), None))
+        except DataError as e:
+            found.append((path, None, str(e)))
+    if not found:
+        raise DataError(f"{folder}: no dataset files (.jsonl, .json, .csv, .tar)")
+    return found
+
+
 def read_samples(path: str | Path, format: str = "auto", **kwargs: Any) -> Reader:
     """Open any supported dataset file (or glob of files) with the right reader.
 
@@ -72,7 +99,7 @@ def read_samples(path: str | Path, format: str = "auto", **kwargs: Any) -> Reade
             same format.
         format: ``"auto"``, or one of ``"jsonl"``, ``"llava"``, ``"coco"``,
             ``"audio_captions"``, ``"webdataset"``.
-        **kwargs: passed to the reader (``on_error=``, ``image_folder=``, ``mode=``...).
+        **kwargs: passed to the reader (``on_error=``, ``media_folder=``, ``mode=``...).
 
     Returns:
         The reader (an iterable of samples with ``.stats``, ``.skipped`` and ``.errors``).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,41 @@ def resolve_media_path(ref: str | Path, base_dir: Path) -> Path | str:
     return base_dir / ref
 
 
+@dataclass(frozen=True)
+class MediaRoot:
+    """Where the relative media paths of a data file point.
+
+    Without a media folder: the data file's own folder, any path allowed (absolute paths and
+    ``..`` as written). With one (``confined``): paths are relative to it, and one that is
+    absolute or climbs out of it with ``..`` is refused, so a dataset cannot make training read
+    files elsewhere on the machine unless the user allows it.
+
+    Attributes:
+        folder: the folder relative paths are resolved against.
+        confined: refuse paths outside ``folder``.
+    """
+
+    folder: Path
+    confined: bool = False
+
+    def __call__(self, ref: str | Path) -> Path | str:
+        """The resolved path of ``ref`` (URLs stay strings).
+
+        Raises:
+            DataError: ``confined`` and ``ref`` is absolute or leaves the folder.
+        """
+        if isinstance(ref, str) and "://" in ref:
+            return ref
+        path = self.folder / ref
+        if self.confined:
+            inside = os.path.normpath(path).startswith(os.path.join(os.path.normpath(self.folder), ""))
+            if Path(ref).is_absolute() or not inside:
+                raise DataError(f"media path {str(ref)!r} is outside the media folder {self.folder} (absolute, "
+                                "or leaving it with '..'); set data.allow_outside_media_folder=true "
+                                "(--allow-outside-media-folder) to read it")
+        return path
+
+
 def load_json(path: Path) -> Any:
     """Load a whole JSON file (UTF-8, a byte-order mark allowed).
 
@@ -126,6 +162,10 @@ class Reader:
     Args:
         path: a data file or a glob of data files (read in sorted order).
         on_error: ``"raise"`` on the first bad row, or ``"skip"`` it and count it.
+        media_folder: the folder relative media paths of every row are relative to (COCO's
+            ``train2017/``, Clotho's ``development/``); default each data file's own folder.
+            Given, a row's path that is absolute or leaves it with ``..`` is a bad row.
+        allow_outside_media_folder: accept such paths anyway.
 
     Attributes:
         paths: the files this reader reads, in order.
@@ -133,15 +173,27 @@ class Reader:
         stats: a :class:`ReadStats` of the latest (or current) pass.
 
     Raises:
-        DataError: the path does not exist or the glob matches nothing.
+        DataError: the path does not exist or the glob matches nothing; the media folder is
+            not a folder.
         ConfigError: ``on_error`` is not ``"raise"`` or ``"skip"``.
     """
 
-    def __init__(self, path: str | Path, *, on_error: OnError = "raise") -> None:
+    def __init__(self, path: str | Path, *, on_error: OnError = "raise", media_folder: str | Path | None = None,
+                 allow_outside_media_folder: bool = False) -> None:
         check_choice("on_error", on_error, ("raise", "skip"))
         self.paths = expand_paths(path)
         self.on_error = on_error
         self.stats = ReadStats()
+        self.media_folder = None if media_folder is None else Path(media_folder).absolute()
+        if self.media_folder is not None and not self.media_folder.is_dir():
+            raise DataError(f"media folder {media_folder} is not a folder")
+        self.allow_outside_media_folder = allow_outside_media_folder
+
+    def media_root(self, path: Path) -> MediaRoot:
+        """How the media paths of data file ``path`` resolve (see :class:`MediaRoot`)."""
+        if self.media_folder is None:
+            return MediaRoot(path.absolute().parent)
+        return MediaRoot(self.media_folder, confined=not self.allow_outside_media_folder)
 
     @property
     def skipped(self) -> int:

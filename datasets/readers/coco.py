@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmgpt.datasets.readers.base import OnError, Reader, load_json, located, resolve_media_path
+from mmgpt.datasets.readers.base import OnError, Reader, load_json, located
 from mmgpt.datasets.readers.captions import (
     IMAGE_PROMPT,
     CaptionMode,
@@ -42,12 +42,12 @@ class CocoCaptionsReader(Reader):
     """Iterable over the samples of COCO caption files; see :func:`read_coco_captions`."""
 
     def __init__(
-        self, json_path: str | Path, image_folder: str | Path | None = None, *, mode: CaptionMode = "each",
-        prompt: str = IMAGE_PROMPT, on_error: OnError = "raise",
+        self, json_path: str | Path, media_folder: str | Path | None = None, *, mode: CaptionMode = "each",
+        prompt: str = IMAGE_PROMPT, on_error: OnError = "raise", allow_outside_media_folder: bool = False,
     ) -> None:
         check_mode(mode)
-        super().__init__(json_path, on_error=on_error)
-        self.image_folder = None if image_folder is None else Path(image_folder).absolute()
+        super().__init__(json_path, on_error=on_error, media_folder=media_folder,
+                         allow_outside_media_folder=allow_outside_media_folder)
         self.mode = mode
         self.prompt = prompt
 
@@ -60,9 +60,10 @@ class CocoCaptionsReader(Reader):
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
             yield DataError(f"{path}: a COCO captions file needs 'images' and 'annotations' lists")
             return
-        folder = self.image_folder or path.absolute().parent
+        root = self.media_root(path)
 
-        files: dict[int | str, str] = {}
+        files: dict[int | str, Path | str] = {}  # image id -> resolved path
+        names: dict[int | str, str] = {}  # image id -> file_name as written
         order: list[tuple[int, int | str]] = []  # (index in images, id) in file order
         for i, entry in enumerate(data["images"]):
             where = f"{path}:images[{i}]"
@@ -70,10 +71,11 @@ class CocoCaptionsReader(Reader):
                 image_id, name = _image_entry(entry)
                 if image_id in files:
                     raise DataError(f"duplicate image id {image_id!r}")
+                files[image_id] = root(name)
             except DataError as e:
                 yield located(where, e)
                 continue
-            files[image_id] = name
+            names[image_id] = name
             order.append((i, image_id))
 
         captions: dict[int | str, list[str]] = {}
@@ -85,8 +87,8 @@ class CocoCaptionsReader(Reader):
                 yield located(where, e)
                 continue
             if self.mode == "each":
-                meta = {"image_id": image_id, "file_name": files[image_id], "annotation_id": entry.get("id")}
-                media = [resolve_media_path(files[image_id], folder)]
+                meta = {"image_id": image_id, "file_name": names[image_id], "annotation_id": entry.get("id")}
+                media = [files[image_id]]
                 (sample,) = caption_samples("image", media, self.prompt, [caption], "each", meta, where)
                 del sample.meta["caption_index"]  # always 0 here: one caption per annotation
                 yield sample
@@ -100,14 +102,14 @@ class CocoCaptionsReader(Reader):
             if not refs:
                 yield DataError(f"{path}:images[{i}]: image id {image_id!r} has no caption annotation")
                 continue
-            meta = {"image_id": image_id, "file_name": files[image_id]}
-            media = [resolve_media_path(files[image_id], folder)]
+            meta = {"image_id": image_id, "file_name": names[image_id]}
+            media = [files[image_id]]
             yield from caption_samples("image", media, self.prompt, refs, self.mode, meta, f"{path}:images[{i}]")
 
 
 def read_coco_captions(
-    json_path: str | Path, image_folder: str | Path | None = None, *, mode: CaptionMode = "each",
-    prompt: str = IMAGE_PROMPT, on_error: OnError = "raise",
+    json_path: str | Path, media_folder: str | Path | None = None, *, mode: CaptionMode = "each",
+    prompt: str = IMAGE_PROMPT, on_error: OnError = "raise", allow_outside_media_folder: bool = False,
 ) -> CocoCaptionsReader:
     """Read a COCO captions file as image-captioning chats.
 
@@ -124,12 +126,14 @@ def read_coco_captions(
       caption; ``"all"`` has no assistant turn (a prompt to generate from). An image without
       any caption is a bad row.
 
-    Image paths are absolute :class:`pathlib.Path` objects under ``image_folder``; they are
-    not opened.
+    Image paths are absolute :class:`pathlib.Path` objects under ``media_folder`` (COCO's
+    ``train2017/``); they are not opened. A ``file_name`` outside the media folder (absolute, or
+    with ``..``) is a bad row unless ``allow_outside_media_folder``.
 
     Args:
         json_path: a JSON file or a glob of them (read in sorted order).
-        image_folder: the directory ``file_name`` is relative to (default: the JSON's directory).
+        media_folder: the directory ``file_name`` is relative to (default: the JSON's directory).
+        allow_outside_media_folder: accept file names outside ``media_folder``.
         mode: ``"each"``, ``"first"`` or ``"all"``.
         prompt: the user's instruction after the image.
         on_error: ``"raise"`` on the first bad row, or ``"skip"`` it and count it.
@@ -144,4 +148,5 @@ def read_coco_captions(
             ``file_name``, a duplicate image id, an annotation whose ``image_id`` is not in
             ``images`` (named in the message), or an empty caption.
     """
-    return CocoCaptionsReader(json_path, image_folder, mode=mode, prompt=prompt, on_error=on_error)
+    return CocoCaptionsReader(json_path, media_folder, mode=mode, prompt=prompt, on_error=on_error,
+                              allow_outside_media_folder=allow_outside_media_folder)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mmgpt.datasets.readers.base import OnError, Reader, located, resolve_media_path
+from mmgpt.datasets.readers.base import OnError, Reader, located
 from mmgpt.datasets.schema import MEDIA_TYPES, Sample, Segment
 from mmgpt.errors import DataError
 
@@ -69,10 +69,10 @@ class JsonlReader(Reader):
     """Iterable over the samples of native JSONL files; see :func:`read_jsonl`."""
 
     def _read_file(self, path: Path) -> Iterator[Sample | DataError]:
-        base_dir = path.absolute().parent
+        root = self.media_root(path)
 
         def resolve(seg: Segment) -> Any:
-            return resolve_media_path(seg.media, base_dir) if isinstance(seg.media, str) else seg.media
+            return root(seg.media) if isinstance(seg.media, str) else seg.media
 
         with path.open("rb") as f:  # bytes, so one undecodable line is one bad row
             for lineno, raw in enumerate(f, start=1):
@@ -95,18 +95,21 @@ class JsonlReader(Reader):
                     yield located(where, e)
 
 
-def read_jsonl(path: str | Path, *, on_error: OnError = "raise") -> JsonlReader:
+def read_jsonl(path: str | Path, *, on_error: OnError = "raise", media_folder: str | Path | None = None,
+               allow_outside_media_folder: bool = False) -> JsonlReader:
     """Read native JSONL files lazily, line by line (a file is never loaded whole).
 
     Blank lines are skipped. Relative media paths are resolved against the directory of the
-    JSONL file and become absolute :class:`pathlib.Path` objects; absolute paths and URLs
-    (``scheme://...``) are kept. Media are not opened. Each sample's ``source`` is
+    JSONL file (or ``media_folder``) and become absolute :class:`pathlib.Path` objects; absolute
+    paths and URLs (``scheme://...``) are kept (with a media folder, paths outside it are bad
+    rows unless ``allow_outside_media_folder``). Media are not opened. Each sample's ``source`` is
     ``"<file>:<line>"`` (1-based).
 
     Args:
         path: a ``.jsonl`` file or a glob of them (read in sorted order).
         on_error: ``"raise"`` on the first bad line, or ``"skip"`` it and count it in
             ``reader.stats`` / ``reader.skipped`` / ``reader.errors``.
+        media_folder, allow_outside_media_folder: see :class:`~mmgpt.datasets.readers.base.Reader`.
 
     Returns:
         A :class:`JsonlReader`; iterate it for the samples (each iteration is a new pass).
@@ -116,4 +119,5 @@ def read_jsonl(path: str | Path, *, on_error: OnError = "raise") -> JsonlReader:
             ``on_error="raise"``, a line that is not UTF-8, not valid JSON, or not a valid
             chat or document, with ``"<file>:<line>"`` in the message.
     """
-    return JsonlReader(path, on_error=on_error)
+    return JsonlReader(path, on_error=on_error, media_folder=media_folder,
+                       allow_outside_media_folder=allow_outside_media_folder)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmgpt.datasets.readers.base import OnError, Reader, load_json, located, resolve_media_path
+from mmgpt.datasets.readers.base import MediaRoot, OnError, Reader, load_json, located
 from mmgpt.datasets.schema import Sample, Segment, Turn
 from mmgpt.errors import DataError
 
@@ -21,14 +21,14 @@ IMAGE_MARKER = "<image>"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-def _image_refs(value: Any, folder: Path, label: str) -> list[Path | str]:
+def _image_refs(value: Any, root: MediaRoot, label: str) -> list[Path | str]:
     """The row's ``image`` (absent, one name, or a list of names) as resolved paths."""
     if value is None:
         return []
     names = value if isinstance(value, list) else [value]
     if not names or not all(isinstance(n, str) and n for n in names):
         raise DataError(f"{label}: 'image' must be a file name or a non-empty list of file names")
-    return [resolve_media_path(n, folder) for n in names]
+    return [root(n) for n in names]
 
 
 def _split_markers(text: str, images: Iterator[Path | str]) -> list[Segment]:
@@ -43,13 +43,13 @@ def _split_markers(text: str, images: Iterator[Path | str]) -> list[Segment]:
     return segments or [Segment("text", text="")]
 
 
-def llava_sample(row: Any, source: str, folder: Path) -> Sample:
+def llava_sample(row: Any, source: str, root: MediaRoot) -> Sample:
     """Convert one LLaVA row into a chat sample.
 
     Args:
         row: the decoded row.
         source: where the row came from (``"<file>[<index>]"``); errors start with it.
-        folder: the directory image names are relative to.
+        root: how image names resolve (:class:`~mmgpt.datasets.readers.base.MediaRoot`).
 
     Returns:
         The chat sample; ``meta`` holds every top-level key except ``image`` and
@@ -65,7 +65,7 @@ def llava_sample(row: Any, source: str, folder: Path) -> Sample:
     conversations = row.get("conversations")
     if not isinstance(conversations, list) or not conversations:
         raise DataError(f"{label}: missing 'conversations' (a non-empty list of turns)")
-    images = _image_refs(row.get("image"), folder, label)
+    images = _image_refs(row.get("image"), root, label)
 
     roles, texts = [], []
     for t, turn in enumerate(conversations):
@@ -101,11 +101,10 @@ def llava_sample(row: Any, source: str, folder: Path) -> Sample:
 class LlavaReader(Reader):
     """Iterable over the samples of LLaVA conversation JSON files; see :func:`read_llava`."""
 
-    def __init__(
-        self, json_path: str | Path, image_folder: str | Path | None = None, *, on_error: OnError = "raise"
-    ) -> None:
-        super().__init__(json_path, on_error=on_error)
-        self.image_folder = None if image_folder is None else Path(image_folder).absolute()
+    def __init__(self, json_path: str | Path, media_folder: str | Path | None = None, *, on_error: OnError = "raise",
+                 allow_outside_media_folder: bool = False) -> None:
+        super().__init__(json_path, on_error=on_error, media_folder=media_folder,
+                         allow_outside_media_folder=allow_outside_media_folder)
 
     def _read_file(self, path: Path) -> Iterator[Sample | DataError]:
         try:
@@ -116,17 +115,18 @@ class LlavaReader(Reader):
         if not isinstance(rows, list):
             yield DataError(f"{path}: a LLaVA file must hold a JSON list, got {type(rows).__name__}")
             return
-        folder = self.image_folder or path.absolute().parent
+        root = self.media_root(path)
         for i, row in enumerate(rows):
             where = f"{path}[{i}]"
             try:
-                yield llava_sample(row, where, folder)
+                yield llava_sample(row, where, root)
             except DataError as e:
                 yield located(where, e)
 
 
 def read_llava(
-    json_path: str | Path, image_folder: str | Path | None = None, *, on_error: OnError = "raise"
+    json_path: str | Path, media_folder: str | Path | None = None, *, on_error: OnError = "raise",
+    allow_outside_media_folder: bool = False,
 ) -> LlavaReader:
     """Read LLaVA-style conversation JSON (``llava_instruct_150k.json`` and the like).
 
@@ -142,13 +142,14 @@ def read_llava(
     * A marker in a gpt or system turn is an error (the model writes text only).
 
     The file is loaded whole with ``json.load``. Image paths become absolute
-    :class:`pathlib.Path` objects under ``image_folder``; they are not opened. Each sample's
+    :class:`pathlib.Path` objects under ``media_folder``; they are not opened. Each sample's
     ``source`` is ``"<file>[<index>]"`` and ``meta`` keeps the row's ``id`` (and any other
     top-level key but ``image`` and ``conversations``).
 
     Args:
         json_path: a JSON file or a glob of them (read in sorted order).
-        image_folder: the directory image names are relative to (default: the JSON's directory).
+        media_folder: the directory image names are relative to (default: the JSON's directory);
+            given, a name outside it is a bad row unless ``allow_outside_media_folder``.
         on_error: ``"raise"`` on the first bad row, or ``"skip"`` it and count it.
 
     Returns:
@@ -159,4 +160,4 @@ def read_llava(
             ``on_error="raise"``, invalid JSON or a bad row, named as ``"<file>[<index>]"``
             with its id.
     """
-    return LlavaReader(json_path, image_folder, on_error=on_error)
+    return LlavaReader(json_path, media_folder, on_error=on_error, allow_outside_media_folder=allow_outside_media_folder)

@@ -157,9 +157,11 @@ class WebDatasetReader(Reader):
 
     def __init__(
         self, path_or_glob: str | Path, *, image_prompt: str = IMAGE_PROMPT, audio_prompt: str = AUDIO_PROMPT,
-        on_error: OnError = "raise",
+        on_error: OnError = "raise", media_folder: str | Path | None = None, allow_outside_media_folder: bool = False,
     ) -> None:
-        super().__init__(path_or_glob, on_error=on_error)
+        # Media are members of the shard itself: a media folder has nothing to resolve here.
+        super().__init__(path_or_glob, on_error=on_error, media_folder=media_folder,
+                         allow_outside_media_folder=allow_outside_media_folder)
         self.prompts = {"image": image_prompt, "audio": audio_prompt}
 
     def _read_file(self, path: Path) -> Iterator[Sample | DataError]:

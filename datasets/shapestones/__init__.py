@@ -2,12 +2,14 @@
 
 Images of 1–4 coloured shapes in a 2×2 grid and clips of 1–4 identical beeps, with canonical
 captions, image / audio / cross-modal questions, multi-turn chats and interleaved documents,
-all with exact ground truth. :func:`generate` writes the splits; the in-memory helpers are for
+all with exact ground truth. :func:`generate` writes the splits; :func:`write_coco` and
+:func:`write_clotho` write captions in the COCO and Clotho layouts; the in-memory helpers are for
 tests and evaluation (``VOCAB`` lists every answer of every attribute).
 """
 
 from .draw import render_image
 from .generate import DEFAULT_MIX, SPLITS, generate, resolve_mix
+from .layouts import CLOTHO_SPLITS, COCO_SPLITS, write_clotho, write_coco
 from .tasks import TASKS
 from .text import (
     audio_caption,
@@ -33,6 +35,8 @@ from .world import (
 
 __all__ = [
     "AUDIO_ATTRIBUTES",
+    "CLOTHO_SPLITS",
+    "COCO_SPLITS",
     "COLOURS",
     "DEFAULT_MIX",
     "HELD_OUT_SHAPES",
@@ -56,4 +60,6 @@ __all__ = [
     "sample_audio_scene",
     "sample_image_scene",
     "sample_scene",
+    "write_clotho",
+    "write_coco",
 ]

@@ -226,7 +226,8 @@ class _Tally:
 def check_dataset(
     path: str | Path, processor, *, format: str = "auto", limit: int | None = None,
     allow_no_targets: bool = False, max_length: int | None = None, max_image_pixels: int | None = None,
-    max_audio_seconds: float | None = None, progress: bool = False,
+    max_audio_seconds: float | None = None, progress: bool = False, media_folder: str | Path | None = None,
+    allow_outside_media_folder: bool = False,
 ) -> CheckReport:
     """Read, decode and process every row of a dataset and count what is wrong.
 
@@ -240,6 +241,9 @@ def check_dataset(
         max_image_pixels: image size cap; default the processor's.
         max_audio_seconds: clip length cap; default the processor's.
         progress: show a progress bar on stderr.
+        media_folder: the folder the rows' media paths are relative to (default each data
+            file's own folder); a path outside it is a ``parse`` error unless
+            ``allow_outside_media_folder``.
 
     Returns:
         The :class:`CheckReport`; ``report.ok`` is False when any error kind has a count.
@@ -258,7 +262,8 @@ def check_dataset(
                          errors={k: 0 for k in ERROR_KINDS if k not in warn_kinds},
                          warnings={k: 0 for k in warn_kinds})
     tally = _Tally(report, proc, max_length)
-    reader = read_samples(path, format, on_error="skip")
+    reader = read_samples(path, format, on_error="skip", media_folder=media_folder,
+                          allow_outside_media_folder=allow_outside_media_folder)
     samples = iter(reader)
     bar = tqdm(total=limit, desc="check", unit="row", disable=None if progress else True,
                file=sys.stderr)  # None: off when stderr is not a terminal

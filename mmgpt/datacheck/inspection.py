@@ -51,11 +51,13 @@ def render_tokens(enc, processor, *, color: bool = False) -> str:
 
 
 def inspect_dataset(path: str | Path, processor, *, n: int = 3, format: str = "auto", max_length: int | None = None,
+                    media_folder: str | Path | None = None, allow_outside_media_folder: bool = False,
                     allow_no_targets: bool = False, color: bool = False, file=None) -> int:
     """Print the first ``n`` samples of a dataset as the model sees them (see :func:`render_tokens`).
 
     Args:
-        path, processor, format, max_length, allow_no_targets: as for :func:`check_dataset`.
+        path, processor, format, max_length, allow_no_targets, media_folder,
+        allow_outside_media_folder: as for :func:`check_dataset`.
         n: how many samples to show.
         color: ANSI colour.
         file: where to print (default stdout).
@@ -70,7 +72,8 @@ def inspect_dataset(path: str | Path, processor, *, n: int = 3, format: str = "a
     file = file or sys.stdout
     red, reset = (_RED, _RESET) if color else ("", "")
     status = 0
-    reader = read_samples(path, format, on_error="skip")
+    reader = read_samples(path, format, on_error="skip", media_folder=media_folder,
+                          allow_outside_media_folder=allow_outside_media_folder)
     samples = iter(reader)
     try:
         for k, sample in enumerate(itertools.islice(samples, n), start=1):

@@ -43,19 +43,18 @@ def load_samples(data: Data, media_folder: str | Path | None = None) -> Iterable
 
     Args:
         data: a path or glob, a list of them, or samples (returned as they are).
-        media_folder: the folder COCO ``file_name`` / CSV clip names are relative to (default:
-            the caption file's own folder); other formats ignore it.
+        media_folder: the folder the rows' media paths are relative to (COCO ``file_name``, CSV
+            clip names, JSONL / LLaVA paths; default each data file's own folder). Paths outside it
+            are bad rows (see :class:`mmgpt.datasets.readers.base.MediaRoot`).
 
     Raises:
         DataError: a path names no file, or its format is unknown or mixed.
     """
     if isinstance(data, (str, Path)):
         formats = {detect_format(p) for p in expand_paths(data)}
-        kwargs: dict[str, Any] = {}
-        if formats == {"coco"}:
-            kwargs = {"mode": "all", "image_folder": media_folder}
-        elif formats == {"audio_captions"}:
-            kwargs = {"mode": "all", "audio_folder": media_folder}
+        kwargs: dict[str, Any] = {"media_folder": media_folder}
+        if formats <= {"coco", "audio_captions"}:
+            kwargs["mode"] = "all"
         return read_samples(data, **kwargs)
     if isinstance(data, Sequence) and data and all(isinstance(d, (str, Path)) for d in data):
         return [s for d in data for s in load_samples(d, media_folder)]

@@ -40,10 +40,19 @@ class DataConfig:
     ``token`` (every token alike: long captions dominate one-word answers), ``sample`` (every
     sample alike) or ``square`` (a sample's tokens by 1/sqrt(its target count), InternVL 2.5);
     validation loss is always the plain token mean.
+
+    ``media_folder`` is the folder the rows' media paths are relative to (COCO's ``train2017/``
+    beside ``annotations/captions_train2017.json``, Clotho's ``development/`` beside its CSV);
+    default each data file's own folder. ``val_media_folder`` is the same for ``val`` (default
+    ``media_folder``). With a media folder, a row whose path is absolute or leaves the folder
+    with ``..`` is a bad row unless ``allow_outside_media_folder``.
     """
 
     train: str = ""
     val: str | None = None
+    media_folder: str | None = None
+    val_media_folder: str | None = None
+    allow_outside_media_folder: bool = False
     format: str = "auto"
     tasks: list[str] | None = None
     text_only: bool = False

@@ -23,13 +23,19 @@ from mmgpt.train.config import DataConfig
 log = logging.getLogger(__name__)
 
 
-def load_samples(path: str, cfg: DataConfig) -> list[Sample]:
+def load_samples(path: str, cfg: DataConfig, media_folder: str | None = None) -> list[Sample]:
     """Read every sample of ``path`` (any supported format), keeping ``cfg.tasks`` only.
+
+    Args:
+        path: the data file or glob.
+        cfg: the run's data settings (format, error policy, tasks, text_only...).
+        media_folder: where the rows' media paths point (default each data file's folder).
 
     Raises:
         DataError: a bad row (with ``on_error="raise"``), or nothing left to train on.
     """
-    reader = read_samples(path, format=cfg.format, on_error=cfg.on_error)
+    reader = read_samples(path, format=cfg.format, on_error=cfg.on_error, media_folder=media_folder,
+                          allow_outside_media_folder=cfg.allow_outside_media_folder)
     samples = [s for s in reader if cfg.tasks is None or s.meta.get("task") in cfg.tasks]
     if reader.skipped:
         log.warning("%s: skipped %d bad rows (first: %s)", path, reader.skipped, reader.errors[:1])

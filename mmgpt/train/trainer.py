@@ -48,7 +48,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
-        samples = load_samples(cfg.data.train, cfg.data)
+        samples = load_samples(cfg.data.train, cfg.data, cfg.data.media_folder)
         self.model = self._prepare_model(samples)
         self.amp = self._precision()
         self.resume_from = latest_checkpoint(cfg.run_dir / "checkpoints") if cfg.resume else None
@@ -57,7 +57,8 @@ class Trainer:
         self.data = self.objective.dataset(samples)
         self.val = None
         if cfg.data.val:
-            self.val = self.objective.dataset(load_samples(cfg.data.val, cfg.data)[: cfg.data.val_limit])
+            val = load_samples(cfg.data.val, cfg.data, cfg.data.val_media_folder or cfg.data.media_folder)
+            self.val = self.objective.dataset(val[: cfg.data.val_limit])
         lengths, keys = self.objective.group_keys(self.data) or (None, None)
         self.schedule = Schedule(len(self.data), cfg.batch_size, cfg.grad_accum, self.dist.world_size, cfg.seed,
                                  group_lengths=lengths, group_keys=keys)

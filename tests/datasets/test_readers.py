@@ -131,9 +131,10 @@ def test_llava_markers_images_and_roles(tmp_path):
     ]
 
 
-def test_llava_image_folder(tmp_path):
+def test_llava_media_folder(tmp_path):
     path = llava_fixture(tmp_path)
-    first = next(iter(read_llava(path, image_folder=tmp_path / "elsewhere")))
+    (tmp_path / "elsewhere").mkdir(exist_ok=True)
+    first = next(iter(read_llava(path, media_folder=tmp_path / "elsewhere")))
     assert first.turns[0].segments[0].media == tmp_path / "elsewhere" / "a.png"
 
 

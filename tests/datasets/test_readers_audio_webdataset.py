@@ -34,6 +34,7 @@ from tests.datasets.reader_fixtures import (
 def test_audiocaps_layout_each_and_grouped(tmp_path):
     path = write(tmp_path / "audiocaps" / "val.csv", AUDIOCAPS_CSV)
     folder = tmp_path / "wavs"
+    folder.mkdir()
     user = lambda name: ("user", [audio(folder / name), text("Describe the sound.")])  # noqa: E731
     meta = lambda i, y, t, **kw: {"audiocap_id": i, "youtube_id": y, "start_time": t, "file_name": f"{y}.wav", **kw}  # noqa: E731
     assert list(read_audio_captions(path, folder)) == [

@@ -155,3 +155,24 @@ def test_cli_end_to_end(shapestones, broken, tmp_path, capsys):
     assert main(["data", "inspect", str(shapestones), "--config", str(TINY), "--n", "2", "--no-color"]) == 0
     out = capsys.readouterr().out
     assert "=== sample 2" in out and "=== sample 3" not in out and "[[" in out and "\033[" not in out
+
+
+def test_check_a_folder_of_datasets_with_a_media_folder(tmp_path, capsys):
+    from mmgpt.datasets.shapestones import write_coco
+
+    coco = write_coco(tmp_path / "coco", {"train": 3, "val": 2}, image_size=32, progress=False)
+    annotations = tmp_path / "coco" / "annotations"
+    (annotations / "instances_train.json").write_text('{"images": [], "categories": []}')
+    args = ["data", "check", str(annotations), "--config", str(TINY), "--media-folder", coco["train"]["media_folder"]]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 dataset files checked, 0 failed" in out and "not a dataset: " in out and "instances_train" in out
+    data = json.loads((annotations / "captions_val.json").read_text())
+    data["images"][1]["file_name"] = "../../secret.png"
+    (annotations / "captions_val.json").write_text(json.dumps(data))
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert not report["ok"] and [f["ok"] for f in report["files"]] == [True, False]
+    assert "outside the media folder" in report["files"][1]["examples"]["parse"][0]
+    assert main([*args, "--allow-outside-media-folder"]) == 1  # allowed, but no such file: a media error
+    assert "media " in capsys.readouterr().out

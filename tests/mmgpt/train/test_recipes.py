@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mmgpt import resources
-from mmgpt.errors import ConfigError
+from mmgpt.errors import ConfigError, InvalidMediaError
 from mmgpt.model import load
 from mmgpt.train import TrainConfig, train
 from tests.mmgpt.train.conftest import ROOT, TINY, overrides, recipe
@@ -107,3 +107,24 @@ def test_train_print_shows_the_resolved_config_that_loads_back(tmp_path, capsys)
     (tmp_path / "copy.yaml").write_text(capsys.readouterr().out)
     assert TrainConfig.from_yaml(tmp_path / "copy.yaml") == TrainConfig.from_yaml("stage3_instruct",
                                                                                   ["data.train=x", "lora.r=4"])
+
+
+def test_trains_on_a_coco_layout_through_its_media_folder(base_ckpt, tmp_path):
+    """COCO as it ships: captions JSON in annotations/, images in train/ and val/; no copying."""
+    from mmgpt.datasets.shapestones import write_coco
+
+    coco = write_coco(tmp_path / "coco", {"train": 12, "val": 4}, progress=False)
+    cfg = TrainConfig.from_yaml("stage1_align", [
+        f"data.train={coco['train']['annotations']}", f"data.media_folder={coco['train']['media_folder']}",
+        f"data.val={coco['val']['annotations']}", f"data.val_media_folder={coco['val']['media_folder']}",
+        "data.tasks=null", f"init_from={base_ckpt}", f"out_dir={tmp_path}", "batch_size=4", "max_steps=2",
+        "progress=false", "precision=fp32"])
+    final = train(cfg)
+    summary = __import__("json").loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["val_loss"] is not None and (final / "model.safetensors").is_file()
+    bad = TrainConfig.from_yaml("stage1_align", [
+        f"data.train={coco['train']['annotations']}", f"data.media_folder={tmp_path / 'coco'}", "data.tasks=null",
+        f"init_from={base_ckpt}", f"out_dir={tmp_path}", "max_steps=1", "batch_size=4", "progress=false",
+        "name=wrong_folder"])
+    with pytest.raises(InvalidMediaError, match=r"image file .*/coco/0000[0-9][0-9]\.png not found"):  # the images are not where the folder says
+        train(bad)
