@@ -56,7 +56,12 @@ def _fmt_rate(x: float, unit: str) -> str:
 
 def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     """The report's rows from the children's results (keyed by measurement id)."""
-    out: list[dict[str, Any]] = []
+    out = [row for part in (_train_rows, _generate_rows, _data_rows, _mfu_rows) for row in part(results)]
+    return [r for r in out if not math.isnan(r["ratio"])]  # measurements not run (--only) or failed
+
+
+def _train_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    out = []
     for prec in ("fp32", "bf16"):
         r = results.get(f"train_{prec}")
         mm, ll = _med(r, "mmgpt", "seconds"), _med(r, "llava", "seconds")
@@ -65,6 +70,11 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
         out.append(_row(f"train_{prec}", f"train step {prec}, {info.get('preset', '?')} B={info.get('rows', '?')} "
                         f"T={info.get('length', '?')} (s/step; tokens/s)", f"{_fmt_s(mm)}; {_fmt_rate(tok / mm, 'tok/s')}",
                         f"{_fmt_s(ll)}; {_fmt_rate(tok / ll, 'tok/s')}", _ratio(ll, mm)))
+    return out
+
+
+def _generate_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    out = []
     g1, g8 = results.get("generate_b1"), results.get("generate_b8")
     for b, g in ((1, g1), (8, g8)):
         mm, ll = _med(g, "mmgpt", "prefill_s"), _med(g, "llava", "prefill_s")
@@ -77,6 +87,11 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     ll1, ll8 = _med(g1, "llava", "decode_tokens_per_s"), _med(g8, "llava", "decode_tokens_per_s")
     out.append(_row("decode_b8_vs_b1", "decode throughput batch 8 / batch 1 (A: mmgpt, B: Llava)",
                     f"{_ratio(mm8, mm1):.2f}x", f"{_ratio(ll8, ll1):.2f}x", _ratio(mm8, mm1)))
+    return out
+
+
+def _data_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    out = []
     p = results.get("packing")
     rate = {s: _ratio(_med(p, s, "useful_tokens"), _med(p, s, "seconds")) for s in ("packed", "padded", "grouped")}
     pad = {s: _med(p, s, "padding_fraction") for s in rate}
@@ -92,11 +107,24 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
                     _ratio(fly, cached), "" if math.isnan(bound) else
                     f"encoder forwards are {enc / fly:.0%} of the uncached epoch (saving only them: {bound:.2f}x); "
                     "media decoding and hashing remain on both sides"))
+    w = results.get("loader")
+    w2, w0 = _med(w, "workers_2", "seconds"), _med(w, "workers_0", "seconds")
+    info = (w or {}).get("sides", {}).get("workers_2", {}).get("info", {})
+    steps = info.get("steps", float("nan"))
+    out.append(_row(None, f"train steps/s, batches built in 2 data workers vs in the training process "
+                    f"({info.get('image_size', '?')} px PNGs, no feature cache)", f"{steps / w2:.2f} steps/s",
+                    f"{steps / w0:.2f} steps/s", _ratio(w0, w2),
+                    "bitwise the same batches; on a GPU host the workers decode while the GPU computes"))
     a = results.get("audio_frontend")
     ta, lr = _med(a, "torchaudio", "seconds"), _med(a, "librosa", "seconds")
     diff = (a or {}).get("sides", {}).get("torchaudio", {}).get("info", {}).get("max_abs_diff_vs_librosa")
     out.append(_row("audio_frontend", "log-mel, mmgpt LogMel (one batch) vs librosa (per clip)", _fmt_s(ta),
                     _fmt_s(lr), _ratio(lr, ta), f"max abs diff {diff:.1e}" if diff is not None else ""))
+    return out
+
+
+def _mfu_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    out = []
     auto = (results.get("mfu") or {}).get("auto")
     if auto:
         rates, chosen = auto["probe_flops"], auto["chosen"]
@@ -111,7 +139,7 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
         out.append(_row(f"mfu_{prec}", f"MFU {prec}, {preset} preset train step (model FLOP/s / peak)",
                         _fmt_rate(m["achieved"] / 1e9, "GFLOP/s"), _fmt_rate(m["peak"] / 1e9, "GFLOP/s peak"),
                         m["mfu"], f"6NT count: {m['mfu_6nt']:.0%}" if not math.isnan(m["mfu_6nt"]) else ""))
-    return [r for r in out if not math.isnan(r["ratio"])]  # measurements not run (--only) or failed
+    return out
 
 
 def mfu(result: dict | None, precision: str) -> dict[str, float]:

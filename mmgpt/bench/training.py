@@ -19,16 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def ensure_shapestones(root: str | Path, n: int, seed: int, mix: dict[str, float] | None = None,
-                       scene_lines: float = 8.0) -> Path:
+                       scene_lines: float = 8.0, image_size: int = 64) -> Path:
     """``root/train.jsonl`` with ``n`` ShapesTones lines (generated unless the same set is there)."""
     from mmgpt.datasets.shapestones import generate
 
     root = Path(root)
     stamp = root / "bench_data.json"
-    want = {"n": n, "seed": seed, "mix": mix, "scene_lines": scene_lines}
+    want = {"n": n, "seed": seed, "mix": mix, "scene_lines": scene_lines, "image_size": image_size}
     if stamp.is_file() and json.loads(stamp.read_text()) == want and (root / "train.jsonl").is_file():
         return root / "train.jsonl"
-    generate(root, train=n, val=0, test=0, gen=0, seed=seed, mix=mix, scene_lines=scene_lines, progress=False)
+    generate(root, train=n, val=0, test=0, gen=0, seed=seed, mix=mix, scene_lines=scene_lines, progress=False,
+             image_size=image_size)
     stamp.write_text(json.dumps(want))
     return root / "train.jsonl"
 

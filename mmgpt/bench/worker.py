@@ -43,6 +43,10 @@ def measurement_sides(name: str, settings, args: dict[str, Any]):
         from mmgpt.bench import cache
 
         return cache.sides(settings)
+    if name == "loader":
+        from mmgpt.bench import loader
+
+        return loader.sides(settings)
     if name == "audio_frontend":
         from mmgpt.bench import audio
 

@@ -41,6 +41,14 @@ class DataConfig:
     sample alike) or ``square`` (a sample's tokens by 1/sqrt(its target count), InternVL 2.5);
     validation loss is always the plain token mean.
 
+    ``on_error``: ``raise`` stops at the first bad row; ``skip`` skips rows that do not parse
+    and, during training, replaces a sample whose media fail to decode (or that does not fit)
+    with the next good one, counting them: more than ``max_bad_fraction`` of the dataset bad
+    stops the run. ``num_workers`` processes per training process read, decode and collate
+    ahead of the step (``prefetch`` micro-batches each; default on a GPU: the process's share of
+    the cores less one; on the CPU: 0, in the training process, whose threads already use
+    every core).
+
     ``media_folder`` is the folder the rows' media paths are relative to (COCO's ``train2017/``
     beside ``annotations/captions_train2017.json``, Clotho's ``development/`` beside its CSV);
     default each data file's own folder. ``val_media_folder`` is the same for ``val`` (default
@@ -60,7 +68,18 @@ class DataConfig:
     max_len: int | None = None
     val_limit: int = 256
     on_error: Literal["raise", "skip"] = "raise"
+    max_bad_fraction: float = 0.01
+    num_workers: int | None = None
+    prefetch: int = 2
     loss_weighting: Weighting = "token"
+
+    def __post_init__(self) -> None:
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.prefetch < 1:
+            raise ConfigError(f"data.prefetch must be >= 1, got {self.prefetch}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -65,6 +65,7 @@ class Schedule:
     seed: int = 0
     group_lengths: list[int] | None = None  # set for length-grouped batching
     group_keys: list[int] | None = None
+    _order: tuple[int, list[int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def global_batch(self) -> int:
@@ -81,6 +82,13 @@ class Schedule:
         return max_steps if max_steps is not None else max(1, math.ceil(epochs * self.steps_per_epoch))
 
     def _epoch_order(self, epoch: int) -> list[int]:
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
+        order = self._compute_order(epoch)
+        self._order = (epoch, order)
+        return order
+
+    def _compute_order(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.num_samples, generator=g).tolist()
         if self.group_lengths is None:

@@ -10,6 +10,7 @@ from mmgpt.model import MMGPT
 from mmgpt.tokenizer import load_tokenizer, train_bpe, with_prefix_space
 from mmgpt.train import distributed
 from mmgpt.train.config import TrainConfig
+from mmgpt.train.lora import apply_lora
 
 
 def bpe_corpus(samples: list[Sample], prefix_space: bool) -> list[str]:
@@ -38,6 +39,18 @@ def build_model(cfg: TrainConfig, samples: list[Sample], dist: distributed.Dist)
         tokenizer = load_tokenizer(tok_dir)
     torch.manual_seed(cfg.seed)
     return MMGPT(mcfg, tokenizer)
+
+
+def prepare_model(cfg: TrainConfig, samples: list[Sample], dist: distributed.Dist, device: torch.device) -> MMGPT:
+    """The stage's model (:func:`build_model`) with its trainable parts set, LoRA applied when asked,
+    gradient checkpointing when asked, on ``device`` in training mode."""
+    model = build_model(cfg, samples, dist)
+    model.set_trainable(cfg.trainable_parts())
+    if cfg.lora.enabled:
+        apply_lora(model, cfg.lora)
+    if cfg.grad_checkpointing:
+        model.decoder.gradient_checkpointing_enable()
+    return model.to(device).train()
 
 
 def trainable_table(model: MMGPT, lrs: dict[str, float]) -> str:

@@ -23,9 +23,10 @@ from mmgpt.train import distributed
 from mmgpt.train.config import TrainConfig
 from mmgpt.train.contrastive import ContrastiveObjective
 from mmgpt.train.data import Schedule, load_samples
-from mmgpt.train.init_model import build_model, trainable_table
+from mmgpt.train.init_model import prepare_model, trainable_table
 from mmgpt.train.lm import LMObjective
-from mmgpt.train.lora import apply_lora, merge_lora
+from mmgpt.train.loader import BadCount, Draw, StepLoader, default_workers
+from mmgpt.train.lora import merge_lora
 from mmgpt.train.metrics import MetricsLog, summarise
 from mmgpt.train.objective import Objective, StepLoss
 from mmgpt.train.optim import build_optimizer, lr_lambda
@@ -49,7 +50,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
         samples = load_samples(cfg.data.train, cfg.data, cfg.data.media_folder)
-        self.model = self._prepare_model(samples)
+        self.model = prepare_model(cfg, samples, self.dist, self.device)
         self.amp = self._precision()
         self.resume_from = latest_checkpoint(cfg.run_dir / "checkpoints") if cfg.resume else None
         self.start_step = checkpoint_step(self.resume_from) if self.resume_from else 0
@@ -58,25 +59,20 @@ class Trainer:
         self.val = None
         if cfg.data.val:
             val = load_samples(cfg.data.val, cfg.data, cfg.data.val_media_folder or cfg.data.media_folder)
-            self.val = self.objective.dataset(val[: cfg.data.val_limit])
+            self.val = Draw(self.objective.dataset(val[: cfg.data.val_limit]), cfg.data.on_error)
         lengths, keys = self.objective.group_keys(self.data) or (None, None)
         self.schedule = Schedule(len(self.data), cfg.batch_size, cfg.grad_accum, self.dist.world_size, cfg.seed,
                                  group_lengths=lengths, group_keys=keys)
         self.total_steps = self.schedule.total_steps(cfg.epochs, cfg.max_steps)
+        self.draw, self.bad = Draw(self.data, cfg.data.on_error), BadCount(len(self.data), cfg.data.max_bad_fraction)
+        workers = cfg.data.num_workers
+        workers = default_workers(self.dist.world_size, self.device) if workers is None else workers
+        self.loader = StepLoader(self.draw, lambda step: self.schedule.micro_batches(step, self.dist.rank),
+                                 self.objective.collate, workers, cfg.data.prefetch, self.device.type == "cuda")
         self._setup_optimisation()
         self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_model(self, samples):
-        cfg = self.cfg
-        model = build_model(cfg, samples, self.dist)
-        model.set_trainable(cfg.trainable_parts())
-        if cfg.lora.enabled:
-            apply_lora(model, cfg.lora)
-        if cfg.grad_checkpointing:
-            model.decoder.gradient_checkpointing_enable()
-        return model.to(self.device).train()
-
     def _precision(self) -> torch.dtype | None:
         """The autocast dtype; under ``auto`` measured here, and bf16 only if every process measured it faster."""
         max_len = self.cfg.data.max_len or self.model.config.max_length
@@ -115,18 +111,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def micro_batches(self, step: int) -> list[dict]:
-        """This process's micro-batches of global step ``step``."""
-        return [self.objective.collate([self.data[i] for i in idx])
-                for idx in self.schedule.micro_batches(step, self.dist.rank)]
+        """This process's micro-batches of global step ``step``, built here (the loop uses :attr:`loader`)."""
+        out = []
+        for idx in self.schedule.micro_batches(step, self.dist.rank):
+            drawn = [self.draw[i] for i in idx]
+            self.bad.add([b for d in drawn for b in d.bad])
+            out.append(self.objective.collate([d.item for d in drawn]))
+        return out
 
     def loss(self, batch: dict) -> StepLoss:
         """The objective's loss of one micro-batch, under the run's autocast."""
         with autocast(self.device, self.amp):
             return self.objective.loss(batch, self.wrapped)
 
-    def step(self, step: int) -> tuple[float, float, dict, int]:
-        """One optimiser step; returns (global mean loss, gradient norm, metrics, tokens fed)."""
-        batches = self.micro_batches(step)
+    def step(self, batches: list[dict]) -> tuple[float, float, dict, int]:
+        """One optimiser step on this process's micro-batches; returns (global mean loss, gradient
+        norm, metrics, tokens fed)."""
         n_global = distributed.all_reduce_sum(sum(b["target_weight"] for b in batches), self.dist)
         scale = self.dist.world_size / max(n_global, 1)
         loss_sum, metrics, tokens = 0.0, {}, 0
@@ -153,8 +153,9 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.start_step, desc=cfg.stage, dynamic_ncols=True,
                    disable=not (cfg.progress and self.dist.is_main))
         t0, tokens, final_step = time.time(), 0, self.start_step
-        for step in range(self.start_step, self.total_steps):
-            loss, grad_norm, metrics, n = self.step(step)
+        for step, batches, bad in self.loader.steps(self.start_step, self.total_steps):
+            self.bad.add(bad)
+            loss, grad_norm, metrics, n = self.step(batches)
             tokens, final_step, elapsed = tokens + n, step + 1, time.time() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
@@ -202,8 +203,8 @@ class Trainer:
         total, count = 0.0, 0.0
         idx = list(range(self.dist.rank, len(self.val), self.dist.world_size))
         for s in range(0, len(idx), self.cfg.batch_size):
-            out = self.loss(self.objective.collate([self.val[i] for i in idx[s: s + self.cfg.batch_size]],
-                                                   validation=True))
+            items = [self.val[i].item for i in idx[s: s + self.cfg.batch_size]]
+            out = self.loss(self.objective.collate(items, validation=True))
             total, count = total + float(out.loss_sum), count + out.weight
         total, count = distributed.all_reduce_sum(total, self.dist), distributed.all_reduce_sum(count, self.dist)
         self.model.train()
@@ -238,7 +239,7 @@ class Trainer:
                 full = {k: v for k, v in full.items() if not k.startswith(dropped)}
             self.model.save_pretrained(final, full)
             summary = summarise(self.metrics.records(), cfg.run_dir, cfg.stage, cfg.name,
-                                {"steps": step, **stats, **self.objective.summary()})
+                                {"steps": step, **stats, "bad_samples": len(self.bad.seen), **self.objective.summary()})
             print(f"saved {final}  ({stats['steps_per_s']:.2f} steps/s, final loss {summary['final_loss']})")
         distributed.barrier(self.dist)
         return final

@@ -123,7 +123,7 @@ def test_trains_on_a_coco_layout_through_its_media_folder(base_ckpt, tmp_path):
     summary = __import__("json").loads((cfg.run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["val_loss"] is not None and (final / "model.safetensors").is_file()
     bad = TrainConfig.from_yaml("stage1_align", [
-        f"data.train={coco['train']['annotations']}", f"data.media_folder={tmp_path / 'coco'}", "data.tasks=null",
+        f"data.train={coco['train']['annotations']}", f"data.media_folder={tmp_path / 'coco'}", "data.tasks=null", "data.val=null",
         f"init_from={base_ckpt}", f"out_dir={tmp_path}", "max_steps=1", "batch_size=4", "progress=false",
         "name=wrong_folder"])
     with pytest.raises(InvalidMediaError, match=r"image file .*/coco/0000[0-9][0-9]\.png not found"):  # the images are not where the folder says

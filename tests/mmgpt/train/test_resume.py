@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -19,19 +20,20 @@ RECIPE = recipe("stage3_instruct")
 STEPS, EVERY = 24, 3
 
 
-def run_args(st_data, base_ckpt, out):
+def run_args(st_data, base_ckpt, out, workers=0):
     return overrides(st_data, out, init_from=base_ckpt, max_steps=STEPS, save_every=EVERY, keep_last=2,
-                     name="resume")
+                     name="resume", **{"data.num_workers": workers})
 
 
-def test_sigkill_and_resume_is_bitwise_identical(st_data, base_ckpt, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_and_resume_is_bitwise_identical(st_data, base_ckpt, tmp_path, workers):
     # Uninterrupted reference, in this process.
-    ref = train(TrainConfig.from_yaml(RECIPE, run_args(st_data, base_ckpt, tmp_path / "a")))
+    ref = train(TrainConfig.from_yaml(RECIPE, run_args(st_data, base_ckpt, tmp_path / "a")))  # no workers
     expected = load_file(str(ref / "model.safetensors"))
 
     # Same run in a subprocess, killed without warning once a checkpoint exists mid-run.
     out = tmp_path / "b"
-    cmd = [sys.executable, "-m", "mmgpt.cli", "train", str(RECIPE), *run_args(st_data, base_ckpt, out)]
+    cmd = [sys.executable, "-m", "mmgpt.cli", "train", str(RECIPE), *run_args(st_data, base_ckpt, out, workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = out / "resume" / "checkpoints"
     deadline = time.time() + 120
@@ -46,7 +48,7 @@ def test_sigkill_and_resume_is_bitwise_identical(st_data, base_ckpt, tmp_path):
     step = int(killed_at.name.split("-")[1])
     assert 0 < step < STEPS
 
-    resumed = train(TrainConfig.from_yaml(RECIPE, [*run_args(st_data, base_ckpt, out), "resume=true"]))
+    resumed = train(TrainConfig.from_yaml(RECIPE, [*run_args(st_data, base_ckpt, out, workers), "resume=true"]))
     got = load_file(str(resumed / "model.safetensors"))
     assert got.keys() == expected.keys()
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
