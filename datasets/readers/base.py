@@ -236,6 +236,17 @@ class Reader:
         """Yield a Sample per good row of ``path`` and a DataError per bad row, in file order."""
         raise NotImplementedError
 
+    def index(self, tasks: set[str] | None = None):
+        """Random access to the samples (``len``, ``[i]``), keeping those whose ``meta["task"]`` is
+        in ``tasks`` (all when None). Formats with a row index read a row only when it is asked
+        for (:mod:`mmgpt.datasets.readers.index`); here, the others: one pass, samples kept in
+        memory, bad rows handled by ``on_error`` during the pass.
+
+        Returns:
+            A sequence of samples (a :class:`~mmgpt.datasets.readers.index.RowIndex` or a list).
+        """
+        return [s for s in self if tasks is None or s.meta.get("task") in tasks]
+
     def __repr__(self) -> str:
         first = self.paths[0] if self.paths else None
         return f"{type(self).__name__}({first!s}{' + more' if len(self.paths) > 1 else ''}, on_error={self.on_error!r})"

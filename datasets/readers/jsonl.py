@@ -94,6 +94,12 @@ class JsonlReader(Reader):
                 except DataError as e:
                     yield located(where, e)
 
+    def index(self, tasks: set[str] | None = None):
+        """Byte offsets of the rows (16 bytes each); a row is parsed when it is asked for."""
+        from mmgpt.datasets.readers.index import JsonlIndex
+
+        return JsonlIndex(self.paths, [self.media_root(p) for p in self.paths], parse_native, tasks)
+
 
 def read_jsonl(path: str | Path, *, on_error: OnError = "raise", media_folder: str | Path | None = None,
                allow_outside_media_folder: bool = False) -> JsonlReader:

@@ -123,6 +123,12 @@ class LlavaReader(Reader):
             except DataError as e:
                 yield located(where, e)
 
+    def index(self, tasks: set[str] | None = None):
+        """Byte spans of the array's elements (24 bytes each); a row is parsed when it is asked for."""
+        from mmgpt.datasets.readers.index import ArrayIndex
+
+        return ArrayIndex(self.paths, [self.media_root(p) for p in self.paths], llava_sample, tasks)
+
 
 def read_llava(
     json_path: str | Path, media_folder: str | Path | None = None, *, on_error: OnError = "raise",

@@ -26,6 +26,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 AUDIO_EXTS = ("wav", "flac", "mp3", "ogg")
 TEXT_EXTS = ("txt", "cap")
 CAPTION_FIELDS = ("caption", "text")
+COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -178,6 +179,37 @@ class WebDatasetReader(Reader):
             yield DataError(f"{path}: unreadable tar shard, rest of the shard not read ({e})")
         if ignored:
             logger.warning("%s: ignored members with unsupported extensions: %s", path, sorted(ignored))
+
+    def index(self, tasks: set[str] | None = None):
+        """Random access to the keys of plain ``.tar`` shards from their headers alone (members
+        are read when a key is drawn); compressed shards cannot be read out of order, so they
+        are read once into memory (with a warning)."""
+        from mmgpt.datasets.readers.index import Subset, TarIndex
+
+        if any(p.name.lower().endswith(COMPRESSED) for p in self.paths):
+            logger.warning("compressed tar shards are read into memory; plain .tar shards are read as drawn")
+            return super().index(tasks)
+        ignored: set[str] = set()
+
+        def build(shard: Path, key: str, members: list[tuple[str, bytes]]) -> Sample:
+            try:
+                return self._group_sample(shard, key, members, ignored)
+            except DataError as e:
+                raise located(f"{shard}:{key}", e) from None
+
+        index = TarIndex(self.paths, split_member_name, build)
+        if tasks is None:
+            return index
+        keep = []
+        for i in range(len(index)):
+            try:
+                if index[i].meta.get("task") in tasks:
+                    keep.append(i)
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                self.stats.record(e)
+        return Subset(index, keep)
 
     def _group_sample(
         self, shard: Path, key: str, members: list[tuple[str, bytes]], ignored: set[str]

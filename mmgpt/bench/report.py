@@ -115,11 +115,31 @@ def _data_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
                     f"({info.get('image_size', '?')} px PNGs, no feature cache)", f"{steps / w2:.2f} steps/s",
                     f"{steps / w0:.2f} steps/s", _ratio(w0, w2),
                     "bitwise the same batches; on a GPU host the workers decode while the GPU computes"))
+    out += _scale_rows(results.get("scale"))
     a = results.get("audio_frontend")
     ta, lr = _med(a, "torchaudio", "seconds"), _med(a, "librosa", "seconds")
     diff = (a or {}).get("sides", {}).get("torchaudio", {}).get("info", {}).get("max_abs_diff_vs_librosa")
     out.append(_row("audio_frontend", "log-mel, mmgpt LogMel (one batch) vs librosa (per clip)", _fmt_s(ta),
                     _fmt_s(lr), _ratio(lr, ta), f"max abs diff {diff:.1e}" if diff is not None else ""))
+    return out
+
+
+def _scale_rows(result: dict | None) -> list[dict[str, Any]]:
+    """Peak RSS and wall time of building + 2 steps, 100x the rows vs 1x, JSONL and tar."""
+    out = []
+    for fmt, what in (("jsonl", "JSONL rows"), ("tar", "WebDataset keys (plain .tar)")):
+        sides = (result or {}).get("sides", {})
+        big, small = sides.get(f"{fmt}_large", {}), sides.get(f"{fmt}_small", {})
+        t_big, t_small = _med(result, f"{fmt}_large", "seconds"), _med(result, f"{fmt}_small", "seconds")
+        m_big, m_small = big.get("peak_mem_mb", float("nan")), small.get("peak_mem_mb", float("nan"))
+        n_big, n_small = big.get("info", {}).get("rows", "?"), small.get("info", {}).get("rows", "?")
+        growth, later = m_big - m_small, t_big - t_small
+        ok = "met" if growth < 100 and later < 2 else "MISSED"
+        out.append(_row(None, f"build + 2 steps of stage 3, {n_big:,} vs {n_small:,} {what} (peak RSS; wall)"
+                        if isinstance(n_big, int) else f"build + 2 steps, {what}",
+                        f"{m_big:,.0f} MiB; {_fmt_s(t_big)}", f"{m_small:,.0f} MiB; {_fmt_s(t_small)}",
+                        _ratio(t_small, t_big), f"{ok}: +{growth:,.0f} MiB (target < 100) and +{later:.2f} s "
+                        "(target < 2) for 100x the rows"))
     return out
 
 

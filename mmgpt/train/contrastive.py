@@ -20,6 +20,7 @@ The loss is symmetric InfoNCE with every pair of identical captions counted as a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,17 +81,17 @@ class ContrastiveHeads(nn.Module):
 class ContrastiveData:
     """Caption samples turned into (media tensor, caption ids) pairs on access."""
 
-    def __init__(self, samples: list[Sample], processor) -> None:
-        self.refs = [caption_pair(s) for s in samples]
-        self.sources = [s.source for s in samples]
+    def __init__(self, samples: Sequence[Sample], processor) -> None:
+        self.samples = samples
         self.processor = processor
 
     def __len__(self) -> int:
-        return len(self.refs)
+        return len(self.samples)
 
     def __getitem__(self, i: int) -> Pair:
-        seg, caption = self.refs[i]
-        values = self.processor.load_media(seg, self.sources[i])
+        sample = self.samples[i]
+        seg, caption = caption_pair(sample)
+        values = self.processor.load_media(seg, sample.source)
         ids = [*self.processor.encode_text(caption), self.processor.ids[EOS]]
         return Pair(seg.type, values, ids, caption)
 

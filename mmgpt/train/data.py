@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from mmgpt.datasets.readers import read_samples
+from mmgpt.datasets.readers.index import Mapped
 from mmgpt.datasets.schema import Sample, Segment, Turn
 from mmgpt.errors import DataError
 from mmgpt.train.config import DataConfig
@@ -23,8 +25,12 @@ from mmgpt.train.config import DataConfig
 log = logging.getLogger(__name__)
 
 
-def load_samples(path: str, cfg: DataConfig, media_folder: str | None = None) -> list[Sample]:
-    """Read every sample of ``path`` (any supported format), keeping ``cfg.tasks`` only.
+def load_samples(path: str, cfg: DataConfig, media_folder: str | None = None) -> Sequence[Sample]:
+    """The samples of ``path`` (any supported format) with ``cfg.tasks`` only, read on access.
+
+    JSONL and LLaVA files are indexed by the byte offset of each row and a row is parsed when
+    it is drawn (:mod:`mmgpt.datasets.readers.index`), so the data need not fit in memory; a
+    malformed row is then reported when drawn (``data.on_error``). Other formats are read once.
 
     Args:
         path: the data file or glob.
@@ -32,25 +38,23 @@ def load_samples(path: str, cfg: DataConfig, media_folder: str | None = None) ->
         media_folder: where the rows' media paths point (default each data file's folder).
 
     Raises:
-        DataError: a bad row (with ``on_error="raise"``), or nothing left to train on.
+        DataError: a bad row of a format read up front (with ``on_error="raise"``), or nothing
+            left to train on.
     """
     reader = read_samples(path, format=cfg.format, on_error=cfg.on_error, media_folder=media_folder,
                           allow_outside_media_folder=cfg.allow_outside_media_folder)
-    samples = [s for s in reader if cfg.tasks is None or s.meta.get("task") in cfg.tasks]
+    samples = reader.index(set(cfg.tasks) if cfg.tasks is not None else None)
     if reader.skipped:
         log.warning("%s: skipped %d bad rows (first: %s)", path, reader.skipped, reader.errors[:1])
-    if cfg.text_only:
-        samples = [t for t in (text_document(s) for s in samples) if t is not None]
-    if not samples:
+    if not len(samples):
         raise DataError(f"{path}: no samples to train on (tasks filter: {cfg.tasks})")
-    return samples
+    return Mapped(samples, text_document) if cfg.text_only else samples
 
 
-def text_document(sample: Sample) -> Sample | None:
-    """The text of a sample as a role-less document (stage 0a trains the decoder on text alone)."""
+def text_document(sample: Sample) -> Sample:
+    """The text of a sample as a role-less document (stage 0a trains the decoder on text alone);
+    a sample without text gives an empty document (the end-of-text token only)."""
     texts = [seg.text.strip() for _, seg in sample.segments if seg.type == "text" and seg.text.strip()]
-    if not texts:
-        return None
     return Sample([Turn(None, [Segment("text", text=" ".join(texts))])], dict(sample.meta), sample.source)
 
 

@@ -1,0 +1,96 @@
+"""Data bigger than memory: peak RSS and time to the first steps on 200 k rows vs 2 k.
+
+Stage 3 (``instruct``) on image-caption chats, 2 steps, from a fresh quickstart-preset model:
+from a JSONL of 200 k rows (and of 2 k) naming 50 images on disk, and from a plain WebDataset
+shard of 200 k keys (and of 2 k), each a PNG and its caption. A measured unit is building the
+trainer (reading or indexing the data) plus the 2 steps. Peak memory is the RSS of a child that
+ran one side alone (the bench's ``--memory separate``); rows are indexed, not held, so 100x the
+rows should cost little more than the index.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from mmgpt.bench.peers import preset_path
+from mmgpt.bench.timing import Settings, SideFactory
+from mmgpt.bench.training import build_trainer
+
+SIZES = {False: {"small": 2_000, "large": 200_000}, True: {"small": 200, "large": 2_000}}
+IMAGES = 50
+
+
+def _images(root: Path) -> list[tuple[Path, str]]:
+    from mmgpt.datasets.shapestones import write_coco
+
+    done = root / "coco" / "annotations" / "captions_train.json"
+    if not done.is_file():
+        write_coco(root / "coco", {"train": IMAGES}, image_size=32, progress=False)
+    data = json.loads(done.read_text())
+    return [(root / "coco" / "train" / im["file_name"], a["caption"])
+            for im, a in zip(data["images"], data["annotations"])]
+
+
+def ensure_jsonl(root: Path, n: int) -> Path:
+    """``root/chats_<n>.jsonl``: ``n`` caption chats cycling over 50 images."""
+    path = root / f"chats_{n}.jsonl"
+    if not path.is_file():
+        images = _images(root)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for i in range(n):
+                image, caption = images[i % IMAGES]
+                f.write(json.dumps({"messages": [
+                    {"role": "user", "content": [{"type": "image", "image": str(image)},
+                                                 {"type": "text", "text": "Describe the image."}]},
+                    {"role": "assistant", "content": caption}]}) + "\n")
+        tmp.replace(path)
+    return path
+
+
+def ensure_tar(root: Path, n: int) -> Path:
+    """``root/shard_<n>.tar``: ``n`` keys, each ``.png`` + ``.txt`` (50 images repeated)."""
+    path = root / f"shard_{n}.tar"
+    if not path.is_file():
+        members = [(image.read_bytes(), caption.encode()) for image, caption in _images(root)]
+        tmp = path.with_suffix(".tmp")
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for i in range(n):
+                for ext, data in zip(("png", "txt"), members[i % IMAGES]):
+                    info = tarfile.TarInfo(f"{i:07d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        tmp.replace(path)
+    return path
+
+
+def sides(settings: Settings) -> dict[str, SideFactory]:
+    """``jsonl_large``, ``jsonl_small``, ``tar_large``, ``tar_small``: build + 2 steps each."""
+    size = SIZES[settings.quick]
+    work = Path(settings.workdir) / "scale"
+    work.mkdir(parents=True, exist_ok=True)
+    files = {"jsonl_large": (ensure_jsonl, size["large"]), "jsonl_small": (ensure_jsonl, size["small"]),
+             "tar_large": (ensure_tar, size["large"]), "tar_small": (ensure_tar, size["small"])}
+    paths = {side: make_file(work, n) for side, (make_file, n) in files.items()}  # before any timing
+
+    def make(side: str):
+        def factory():
+            data = paths[side]
+            preset = preset_path("tiny" if settings.quick else "quickstart")
+            info = {"rows": files[side][1], "file": str(data), "file_mb": data.stat().st_size / 2**20, "steps": 2}
+
+            def step() -> dict[str, float]:
+                trainer = build_trainer(work, f"scale-{side}", preset, data, settings, stage="instruct",
+                                        batch_size=8, max_steps=2, feature_cache=False, precision="fp32")
+                for _, batches, _ in trainer.loader.steps(0, 2):
+                    trainer.step(batches)
+                return {"rows_indexed": float(len(trainer.data))}
+
+            return step, info
+
+        return factory
+
+    return {name: make(name) for name in files}
