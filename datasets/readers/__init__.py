@@ -13,10 +13,12 @@ function                 format                                     ``source``
 :func:`read_coco_captions`  COCO captions JSON                      ``file:annotations[j]``
 :func:`read_audio_captions` AudioCaps / Clotho caption CSV          ``file:line``
 :func:`read_webdataset`  WebDataset tar shards                      ``shard:key``
+:func:`read_arrow`       Parquet, ``datasets`` ``save_to_disk``     ``file:row``
 :func:`read_samples`     any of the above, detected                 --
 =======================  =========================================  ===================
 """
 
+from mmgpt.datasets.readers.arrow import ArrowReader, read_arrow
 from mmgpt.datasets.readers.audio_captions import AudioCaptionsReader, read_audio_captions
 from mmgpt.datasets.readers.auto import detect_format, find_datasets, read_samples
 from mmgpt.datasets.readers.base import Reader, ReadStats
@@ -26,6 +28,7 @@ from mmgpt.datasets.readers.llava import LlavaReader, read_llava
 from mmgpt.datasets.readers.webdataset import WebDatasetReader, read_webdataset
 
 __all__ = [
+    "ArrowReader",
     "AudioCaptionsReader",
     "CocoCaptionsReader",
     "JsonlReader",
@@ -35,6 +38,7 @@ __all__ = [
     "WebDatasetReader",
     "detect_format",
     "find_datasets",
+    "read_arrow",
     "read_audio_captions",
     "read_coco_captions",
     "read_jsonl",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mmgpt.datasets.readers.arrow import ArrowReader, is_hf_folder
 from mmgpt.datasets.readers.audio_captions import AudioCaptionsReader
 from mmgpt.datasets.readers.base import Reader, expand_paths, load_json
 from mmgpt.datasets.readers.coco import CocoCaptionsReader
@@ -19,6 +20,7 @@ READERS: dict[str, type[Reader]] = {
     "coco": CocoCaptionsReader,
     "audio_captions": AudioCaptionsReader,
     "webdataset": WebDatasetReader,
+    "arrow": ArrowReader,
 }
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SNIFF_CHARS = 1 << 20  # a LLaVA list shows "conversations" within its first row
@@ -47,12 +49,17 @@ def detect_format(path: Path) -> str:
 
     ``.jsonl`` -> ``"jsonl"``; ``.csv`` -> ``"audio_captions"``; ``.tar`` (optionally
     compressed) -> ``"webdataset"``; ``.json`` holding a list whose rows have
-    ``conversations`` -> ``"llava"``, an object with ``images`` and ``annotations`` -> ``"coco"``.
+    ``conversations`` -> ``"llava"``, an object with ``images`` and ``annotations`` -> ``"coco"``;
+    ``.parquet``, or a ``datasets`` ``save_to_disk`` folder -> ``"arrow"``.
 
     Raises:
         DataError: the extension or the JSON content matches no format.
     """
+    if is_hf_folder(path):
+        return "arrow"
     name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "arrow"
     if name.endswith(".jsonl"):
         return "jsonl"
     if name.endswith(".csv"):
@@ -61,7 +68,7 @@ def detect_format(path: Path) -> str:
         return "webdataset"
     if name.endswith(".json"):
         return _json_format(path)
-    raise DataError(f"{path}: unknown dataset format (extension not .jsonl, .json, .csv or .tar)")
+    raise DataError(f"{path}: unknown dataset format (extension not .jsonl, .json, .csv, .tar or .parquet)")
 
 
 def find_datasets(folder: str | Path) -> list[tuple[Path, str | None, str | None]]:
@@ -78,16 +85,22 @@ def find_datasets(folder: str | Path) -> list[tuple[Path, str | None, str | None
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
+    if is_hf_folder(folder):
+        return [(folder, "arrow", None)]
     found: list[tuple[Path, str | None, str | None]] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        if not path.name.lower().endswith((".jsonl", ".json", ".csv", *TAR_SUFFIXES)):
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if is_hf_folder(path):
+                found.append((path, "arrow", None))
+            continue
+        if not path.name.lower().endswith((".jsonl", ".json", ".csv", ".parquet", *TAR_SUFFIXES)):
             continue
         try:
             found.append((path, detect_format(path), None))
         except DataError as e:
             found.append((path, None, str(e)))
     if not found:
-        raise DataError(f"{folder}: no dataset files (.jsonl, .json, .csv, .tar)")
+        raise DataError(f"{folder}: no dataset files (.jsonl, .json, .csv, .tar, .parquet, datasets folders)")
     return found
 
 
@@ -98,7 +111,7 @@ def read_samples(path: str | Path, format: str = "auto", **kwargs: Any) -> Reade
         path: a file or a glob; with ``format="auto"`` every matched file must have the
             same format.
         format: ``"auto"``, or one of ``"jsonl"``, ``"llava"``, ``"coco"``,
-            ``"audio_captions"``, ``"webdataset"``.
+            ``"audio_captions"``, ``"webdataset"``, ``"arrow"`` (Parquet / ``datasets`` folders).
         **kwargs: passed to the reader (``on_error=``, ``media_folder=``, ``mode=``...).
 
     Returns:
@@ -109,6 +122,8 @@ def read_samples(path: str | Path, format: str = "auto", **kwargs: Any) -> Reade
             detected, or the matched files have different formats.
         TypeError: a keyword argument the chosen reader does not take.
     """
+    if format == "auto" and is_hf_folder(Path(path)):
+        format = "arrow"
     if format == "auto":
         formats = {p: detect_format(p) for p in expand_paths(path)}
         found = sorted(set(formats.values()))

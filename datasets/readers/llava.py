@@ -26,9 +26,9 @@ def _image_refs(value: Any, root: MediaRoot, label: str) -> list[Path | str]:
     if value is None:
         return []
     names = value if isinstance(value, list) else [value]
-    if not names or not all(isinstance(n, str) and n for n in names):
+    if not names or not all((isinstance(n, str) and n) or isinstance(n, bytes | tuple) for n in names):
         raise DataError(f"{label}: 'image' must be a file name or a non-empty list of file names")
-    return [root(n) for n in names]
+    return [root(n) if isinstance(n, str) else n for n in names]  # bytes: already the image (Parquet rows)
 
 
 def _split_markers(text: str, images: Iterator[Path | str]) -> list[Segment]:
