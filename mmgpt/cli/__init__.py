@@ -1,6 +1,7 @@
 """The ``mmgpt`` command line.
 
     mmgpt quickstart                         train the default model on ShapesTones and show it
+    mmgpt pipeline PLAN.yaml                 every stage of a plan on your files, then evaluate
     mmgpt data shapestones|check|inspect     generate, validate and look at data
     mmgpt train CONFIG [key=value ...]       run a training stage from a YAML recipe
     mmgpt eval CHECKPOINT --data FILE        evaluate
@@ -26,6 +27,7 @@ from mmgpt.errors import MMGPTError
 # name -> (one-line help, module whose add_cli(parser) defines the subcommand)
 COMMANDS = {
     "quickstart": ("train the default model on ShapesTones and show what it learned", "mmgpt.quickstart"),
+    "pipeline": ("run a plan's stages on your data files, evaluate, save final/", "mmgpt.pipeline"),
     "data": ("generate (shapestones), validate (check) and look at (inspect) datasets", "mmgpt.datacheck.cli"),
     "train": ("run a training stage from a YAML recipe with key=value overrides", "mmgpt.train.cli"),
     "eval": ("evaluate a model zero- or few-shot and write reports", "mmgpt.eval.cli"),
