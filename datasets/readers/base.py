@@ -23,6 +23,7 @@ import glob
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +59,34 @@ class ReadStats:
             self.errors.append(str(error))
 
 
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_braces(text: str) -> list[str]:
+    """WebDataset's shard notation: ``a-{000..002}.tar`` -> ``a-000.tar``, ``a-001.tar``,
+    ``a-002.tar`` (a number range keeps the first bound's zero padding) and ``{x,y}`` -> both;
+    several groups multiply out. A text without such a group is returned as is."""
+    m = next((m for m in _BRACE.finditer(text) if ".." in m.group(1) or "," in m.group(1)), None)
+    if m is None:
+        return [text]
+    body = m.group(1)
+    lo, sep, hi = body.partition("..")
+    if sep and lo.isdigit() and hi.isdigit():
+        width = len(lo) if lo.startswith("0") else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
+    else:
+        options = body.split(",")
+    return [x for o in options for x in expand_braces(text[: m.start()] + o + text[m.end():])]
+
+
 def expand_paths(path: str | Path) -> list[Path]:
     """Turn a file path or a glob into a sorted list of files.
 
     Args:
-        path: a file, or a pattern with ``*``, ``?`` or ``[`` (``**`` recurses).
+        path: a file, or a pattern with ``*``, ``?`` or ``[`` (``**`` recurses), or shard
+            ranges ``{000..255}`` / alternatives ``{a,b}`` (:func:`expand_braces`; each file so
+            named must exist).
 
     Returns:
         The existing file itself, or the files the glob matches, sorted by name.
@@ -74,6 +98,12 @@ def expand_paths(path: str | Path) -> list[Path]:
     literal = Path(text)
     if literal.is_file():
         return [literal]
+    if (named := expand_braces(text)) != [text]:
+        missing = [p for p in named if not Path(p).is_file() and not any(c in p for c in "*?[")]
+        if missing:
+            raise DataError(f"{text}: {len(missing)} of the {len(named)} files it names do not exist "
+                            f"(first: {missing[0]})")
+        return sorted({p for n in named for p in expand_paths(n)})
     if literal.is_dir():
         raise DataError(f"{text} is a directory; pass a file or a glob such as {text}/*.jsonl")
     if any(c in text for c in "*?["):

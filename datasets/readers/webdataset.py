@@ -180,13 +180,24 @@ class WebDatasetReader(Reader):
         if ignored:
             logger.warning("%s: ignored members with unsupported extensions: %s", path, sorted(ignored))
 
+    def read_shard(self, shard: Path) -> Iterator[Sample | DataError]:
+        """The samples of one shard in tar order, a bad key as its :class:`DataError` (whatever
+        the error policy: the caller decides), the shard read as a stream, never held whole."""
+        return self._read_file(shard)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether any shard is compressed (``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``)."""
+        return any(p.name.lower().endswith(COMPRESSED) for p in self.paths)
+
     def index(self, tasks: set[str] | None = None):
         """Random access to the keys of plain ``.tar`` shards from their headers alone (members
         are read when a key is drawn); compressed shards cannot be read out of order, so they
-        are read once into memory (with a warning)."""
+        are read once into memory (with a warning: training streams them instead,
+        :class:`mmgpt.datasets.readers.stream.ShardStream`)."""
         from mmgpt.datasets.readers.index import Subset, TarIndex
 
-        if any(p.name.lower().endswith(COMPRESSED) for p in self.paths):
+        if self.compressed:
             logger.warning("compressed tar shards are read into memory; plain .tar shards are read as drawn")
             return super().index(tasks)
         ignored: set[str] = set()

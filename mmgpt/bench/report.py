@@ -127,7 +127,8 @@ def _data_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
 def _scale_rows(result: dict | None) -> list[dict[str, Any]]:
     """Peak RSS and wall time of building + 2 steps, 100x the rows vs 1x, JSONL and tar."""
     out = []
-    for fmt, what in (("jsonl", "JSONL rows"), ("tar", "WebDataset keys (plain .tar)")):
+    for fmt, what in (("jsonl", "JSONL rows"), ("tar", "WebDataset keys (plain .tar)"),
+                      ("tgz", "WebDataset keys (8 .tar.gz, streamed)")):
         sides = (result or {}).get("sides", {})
         big, small = sides.get(f"{fmt}_large", {}), sides.get(f"{fmt}_small", {})
         t_big, t_small = _med(result, f"{fmt}_large", "seconds"), _med(result, f"{fmt}_small", "seconds")

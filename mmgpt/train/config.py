@@ -54,6 +54,14 @@ class DataConfig:
     default each data file's own folder. ``val_media_folder`` is the same for ``val`` (default
     ``media_folder``). With a media folder, a row whose path is absolute or leaves the folder
     with ``..`` is a bad row unless ``allow_outside_media_folder``.
+
+    ``streaming``: read WebDataset tar shards as streams instead of indexing them (``null``,
+    the default: stream compressed shards, index plain ``.tar``, which gives a global shuffle).
+    Shards are dealt to ``streams`` streams (at most one per shard; each process takes its
+    share, each data worker its share of those), read in a fresh seeded shard order each
+    epoch and shuffled within a ``shuffle_buffer`` of samples; the stream positions are saved
+    in training checkpoints, so a resume is exact. Streaming needs ``max_steps`` (no length up
+    front); ``max_bad_fraction`` is then judged against the samples read so far (at least 1000).
     """
 
     train: str = ""
@@ -72,8 +80,14 @@ class DataConfig:
     num_workers: int | None = None
     prefetch: int = 2
     loss_weighting: Weighting = "token"
+    streaming: bool | None = None
+    streams: int = 8
+    shuffle_buffer: int = 1000
 
     def __post_init__(self) -> None:
+        if self.streams < 1 or self.shuffle_buffer < 1:
+            raise ConfigError(f"data.streams and data.shuffle_buffer must be >= 1, got {self.streams}, "
+                              f"{self.shuffle_buffer}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.prefetch < 1:

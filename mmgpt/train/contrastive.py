@@ -89,7 +89,10 @@ class ContrastiveData:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Pair:
-        sample = self.samples[i]
+        return self.item(self.samples[i])
+
+    def item(self, sample: Sample) -> Pair:
+        """The (media, caption) pair of one sample."""
         seg, caption = caption_pair(sample)
         values = self.processor.load_media(seg, sample.source)
         ids = [*self.processor.encode_text(caption), self.processor.ids[EOS]]

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from mmgpt.datasets.readers import read_samples
 from mmgpt.datasets.readers.index import Mapped
+from mmgpt.datasets.readers.stream import ShardStream
+from mmgpt.datasets.readers.webdataset import WebDatasetReader
 from mmgpt.datasets.schema import Sample, Segment, Turn
-from mmgpt.errors import DataError
+from mmgpt.errors import ConfigError, DataError
 from mmgpt.train.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,33 @@ def load_samples(path: str, cfg: DataConfig, media_folder: str | None = None) ->
     if not len(samples):
         raise DataError(f"{path}: no samples to train on (tasks filter: {cfg.tasks})")
     return Mapped(samples, text_document) if cfg.text_only else samples
+
+
+def open_stream(path: str, cfg: DataConfig, media_folder: str | None = None) -> ShardStream | None:
+    """The WebDataset shards of ``path`` as a stream when they are to be streamed, else None
+    (``data.streaming``: true streams tar shards, null the compressed ones, false none).
+
+    Raises:
+        ConfigError: ``data.streaming=true`` for data that are not tar shards.
+        DataError: the path names no file.
+    """
+    if cfg.streaming is False:
+        return None
+    reader = read_samples(path, format=cfg.format, on_error=cfg.on_error, media_folder=media_folder,
+                          allow_outside_media_folder=cfg.allow_outside_media_folder)
+    if not isinstance(reader, WebDatasetReader):
+        if cfg.streaming:
+            raise ConfigError(f"data.streaming=true streams WebDataset tar shards; {path} is read by "
+                              f"{type(reader).__name__}")
+        return None
+    if cfg.streaming is None and not reader.compressed:
+        return None
+    return ShardStream(reader, set(cfg.tasks) if cfg.tasks is not None else None)
+
+
+def text_item(make_item: Callable[[Sample], Any], sample: Sample) -> Any:
+    """``make_item`` of the sample's text document (``data.text_only`` on streamed samples)."""
+    return make_item(text_document(sample))
 
 
 def text_document(sample: Sample) -> Sample:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,6 +59,15 @@ def all_reduce_sum(value: float | int, d: Dist) -> float:
     t = torch.tensor(float(value), dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return t.item()
+
+
+def gather(value: Any, d: Dist) -> list[Any]:
+    """Every process's ``value`` (JSON-like), in rank order (``[value]`` in one process)."""
+    if not d.enabled:
+        return [value]
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def barrier(d: Dist) -> None:

@@ -40,7 +40,11 @@ class EncodedDataset:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Encoded:
-        return self.processor(self.samples[i], cache=self.caches)
+        return self.item(self.samples[i])
+
+    def item(self, sample: Sample) -> Encoded:
+        """One sample processed (streamed data are processed sample by sample)."""
+        return self.processor(sample, cache=self.caches)
 
     def estimate_length(self, i: int) -> int:
         """Cheap token count (text + media, media measured from file headers) for length grouping."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from mmgpt.precision import autocast, model_widths, resolve_precision
 from mmgpt.train import distributed
 from mmgpt.train.config import TrainConfig
 from mmgpt.train.contrastive import ContrastiveObjective
-from mmgpt.train.data import Schedule, load_samples
+from mmgpt.train.data import Schedule, load_samples, open_stream, text_item
 from mmgpt.train.init_model import prepare_model, trainable_table
 from mmgpt.train.lm import LMObjective
 from mmgpt.train.loader import BadCount, Draw, StepLoader, default_workers
@@ -36,6 +37,7 @@ from mmgpt.train.resume import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
+from mmgpt.train.stream import MIN_JUDGED, StreamLoader, StreamPlan
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,9 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
-        samples = load_samples(cfg.data.train, cfg.data, cfg.data.media_folder)
+        self.stream = open_stream(cfg.data.train, cfg.data, cfg.data.media_folder)
+        samples = self.stream if self.stream is not None else load_samples(cfg.data.train, cfg.data,
+                                                                           cfg.data.media_folder)
         self.model = prepare_model(cfg, samples, self.dist, self.device)
         self.amp = self._precision()
         self.resume_from = latest_checkpoint(cfg.run_dir / "checkpoints") if cfg.resume else None
@@ -60,19 +64,42 @@ class Trainer:
         if cfg.data.val:
             val = load_samples(cfg.data.val, cfg.data, cfg.data.val_media_folder or cfg.data.media_folder)
             self.val = Draw(self.objective.dataset(val[: cfg.data.val_limit]), cfg.data.on_error)
+        workers = cfg.data.num_workers
+        workers = default_workers(self.dist.world_size, self.device) if workers is None else workers
+        if self.stream is not None:
+            self._stream_loader(workers)
+        else:
+            self._indexed_loader(workers)
+        self._setup_optimisation()
+        self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
+
+    # ------------------------------------------------------------------ set-up
+    def _indexed_loader(self, workers: int) -> None:
+        """Steps drawn by index: the seeded schedule over the whole dataset."""
+        cfg = self.cfg
         lengths, keys = self.objective.group_keys(self.data) or (None, None)
         self.schedule = Schedule(len(self.data), cfg.batch_size, cfg.grad_accum, self.dist.world_size, cfg.seed,
                                  group_lengths=lengths, group_keys=keys)
         self.total_steps = self.schedule.total_steps(cfg.epochs, cfg.max_steps)
         self.draw, self.bad = Draw(self.data, cfg.data.on_error), BadCount(len(self.data), cfg.data.max_bad_fraction)
-        workers = cfg.data.num_workers
-        workers = default_workers(self.dist.world_size, self.device) if workers is None else workers
         self.loader = StepLoader(self.draw, lambda step: self.schedule.micro_batches(step, self.dist.rank),
                                  self.objective.collate, workers, cfg.data.prefetch, self.device.type == "cuda")
-        self._setup_optimisation()
-        self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
 
-    # ------------------------------------------------------------------ set-up
+    def _stream_loader(self, workers: int) -> None:
+        """Steps read from streamed shards (:mod:`mmgpt.train.stream`)."""
+        cfg = self.cfg
+        if cfg.max_steps is None:
+            raise ConfigError(f"{cfg.data.train}: streamed shards have no length up front; set max_steps")
+        if cfg.data.batching == "group":
+            raise ConfigError("data.batching=group sorts the whole dataset by length; streamed shards use pack or pad")
+        self.total_steps = cfg.max_steps
+        plan = StreamPlan(len(self.stream.shards), cfg.data.streams, self.dist.world_size, self.dist.rank, cfg.seed,
+                          cfg.data.shuffle_buffer)
+        make_item = partial(text_item, self.data.item) if cfg.data.text_only else self.data.item
+        self.bad = BadCount(MIN_JUDGED, cfg.data.max_bad_fraction)
+        self.loader = StreamLoader(self.stream, plan, make_item, self.objective.collate, cfg.batch_size,
+                                   cfg.grad_accum, workers, cfg.data.prefetch, self.device.type == "cuda")
+
     def _precision(self) -> torch.dtype | None:
         """The autocast dtype; under ``auto`` measured here, and bf16 only if every process measured it faster."""
         max_len = self.cfg.data.max_len or self.model.config.max_length
@@ -108,6 +135,8 @@ class Trainer:
                                              sharded=self.sharded)
             if state["step"] != self.start_step:
                 raise CheckpointError(f"{self.resume_from}: holds step {state['step']}, its name says {self.start_step}")
+            if self.stream is not None:
+                self.loader.restore(state.get("stream"), str(self.resume_from))
 
     # ------------------------------------------------------------------ steps
     def micro_batches(self, step: int) -> list[dict]:
@@ -154,6 +183,8 @@ class Trainer:
                    disable=not (cfg.progress and self.dist.is_main))
         t0, tokens, final_step = time.time(), 0, self.start_step
         for step, batches, bad in self.loader.steps(self.start_step, self.total_steps):
+            if self.stream is not None:
+                self.bad.size = max(self.loader.read, MIN_JUDGED)
             self.bad.add(bad)
             loss, grad_norm, metrics, n = self.step(batches)
             tokens, final_step, elapsed = tokens + n, step + 1, time.time() - t0
@@ -181,7 +212,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         lrs = {name: self.cfg.optim.lr for name in self.model.parts()} | dict(self.cfg.optim.lr_per_part)
-        print(f"stage {self.cfg.stage} | {self.total_steps} steps | global batch {self.schedule.global_batch} "
+        cfg = self.cfg
+        print(f"stage {cfg.stage} | {self.total_steps} steps | global batch "
+              f"{cfg.batch_size * cfg.grad_accum * self.dist.world_size}{' (streamed)' if self.stream else ''} "
               f"| precision {'bf16' if self.amp else 'fp32'} | {self.dist.world_size} process(es)")
         print(trainable_table(self.model, lrs))
 
@@ -221,9 +254,14 @@ class Trainer:
         """A training checkpoint for exact resume (after the objective's own state, e.g. cache shards)."""
         self.objective.flush(step)
         gathered = distributed.gather_full_state(self.model, self.optimizer) if self.sharded else None
+        state: dict = {"config": self.cfg.to_dict()}
+        if self.stream is not None:  # every process's stream positions (a collective)
+            states = distributed.gather(self.loader.state(), self.dist)
+            state["stream"] = {"plan": states[0]["plan"],
+                               "positions": {k: v for st in states for k, v in st["positions"].items()}}
         if self.dist.is_main:
             save_training_checkpoint(self.cfg.run_dir / "checkpoints", step, self.model, self.optimizer,
-                                     self.scheduler, {"config": self.cfg.to_dict()}, self.cfg.keep_last, gathered)
+                                     self.scheduler, state, self.cfg.keep_last, gathered)
         distributed.barrier(self.dist)
 
     def finish(self, step: int, stats: dict) -> Path:

@@ -106,6 +106,21 @@ def test_jsonl_glob_reads_files_in_sorted_order(tmp_path):
     assert [s.text() for s in reader] == ["ay", "ay2", "bee", "bee2"]
 
 
+def test_shard_ranges_and_alternatives_name_files(tmp_path):
+    from mmgpt.datasets.readers.base import expand_braces
+
+    assert expand_braces("s-{008..011}.tar") == ["s-008.tar", "s-009.tar", "s-010.tar", "s-011.tar"]
+    assert expand_braces("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
+    assert expand_braces("{9..7}") == ["9", "8", "7"] and expand_braces("no{braces}") == ["no{braces}"]
+    for i in range(3):
+        write_jsonl(tmp_path / f"part-{i:03d}.jsonl", [{"document": f"row {i}"}])
+    reader = read_jsonl(tmp_path / "part-{001..002}.jsonl")
+    assert reader.paths == [tmp_path / "part-001.jsonl", tmp_path / "part-002.jsonl"]
+    assert [s.text() for s in reader] == ["row 1", "row 2"]
+    with pytest.raises(DataError, match=r"1 of the 3 files it names do not exist.*part-003"):
+        read_jsonl(tmp_path / "part-{001..003}.jsonl")
+
+
 def test_missing_path_or_empty_glob_raises_at_once(tmp_path):
     with pytest.raises(DataError, match="matches no file"):
         read_jsonl(tmp_path / "*.jsonl")
