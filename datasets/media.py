@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 64_000_000
 SAMPLE_RATE = 16_000
 MAX_CHANNELS = 8  # a 2-D audio array's axis no longer than this is channels
+MAX_AUDIO_SAMPLES = 1 << 28  # samples (frames x channels) decoded at most from a file: 1 GiB of float32
+MAX_LIBROSA_SECONDS = 3600.0  # formats libsndfile lacks carry no trusted length: decoding stops here
 
 _ORIENTATION = 0x0112  # EXIF tag; values 5..8 swap width and height
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -270,24 +272,49 @@ def _check_wav_complete(src: Any, name: str) -> None:
         _rewind(src, start)
 
 
-def _decode_audio_file(src: Any, name: str) -> tuple[np.ndarray, int]:
+def _check_length(name: str, frames: int, sr: int, channels: int, max_seconds: float | None) -> None:
+    """Refuse a clip over ``max_seconds`` or over :data:`MAX_AUDIO_SAMPLES` in all (header or decoded)."""
+    if max_seconds is not None and frames / sr > max_seconds:
+        raise InvalidMediaError(f"audio {name} is {frames / sr:.2f} s long, over the cap max_seconds={max_seconds}")
+    if frames * channels > MAX_AUDIO_SAMPLES:
+        raise InvalidMediaError(f"audio {name} has {frames:,} frames x {channels} channels, over the "
+                                f"{MAX_AUDIO_SAMPLES:,} samples mmgpt decodes at most")
+
+
+def _decode_audio_file(src: Any, name: str, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file with libsndfile (librosa for other formats), never more than the cap: the
+    header's length is checked first, and reading stops one frame past the cap whatever the
+    header says."""
     fp = _file_source(src, "audio", name)
     _check_wav_complete(fp, name)
     start = _tell(fp)
     try:
-        data, sr = sf.read(fp, dtype="float32", always_2d=True)  # (n, C)
-        return data.T, int(sr)  # (C, n)
+        with sf.SoundFile(fp) as f:
+            sr, channels = int(f.samplerate), int(f.channels)
+            _check_length(name, f.frames, sr, channels, max_seconds)
+            cap = MAX_AUDIO_SAMPLES // channels if max_seconds is None else math.ceil(max_seconds * sr)
+            data = f.read(frames=min(cap, MAX_AUDIO_SAMPLES // channels) + 1, dtype="float32", always_2d=True)
+    except InvalidMediaError:
+        raise
     except Exception as sf_error:
         _rewind(fp, start)
+        seconds = max_seconds + 1.0 if max_seconds is not None else MAX_LIBROSA_SECONDS
         try:
             import librosa  # slow to import; only needed for formats libsndfile lacks
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # its "trying audioread instead" notices
-                wave, sr = librosa.load(fp, sr=None, mono=False)
+                wave, sr = librosa.load(fp, sr=None, mono=False, duration=seconds)  # stops decoding there
         except Exception as e:
             raise InvalidMediaError(f"audio {name} cannot be decoded (soundfile: {sf_error}; librosa: {e})") from e
-        return np.atleast_2d(wave), int(sr)  # (C, n)
+        wave = np.atleast_2d(wave)
+        if max_seconds is None and wave.shape[1] >= int(seconds * sr):
+            raise InvalidMediaError(f"audio {name} is at least {seconds:.0f} s long, over what mmgpt decodes "
+                                    "from formats libsndfile does not read") from None
+        _check_length(name, wave.shape[1], int(sr), wave.shape[0], max_seconds)
+        return wave, int(sr)  # (C, n)
+    _check_length(name, data.shape[0], sr, channels, max_seconds)
+    return data.T, sr  # (C, n)
 
 
 def _to_channels(x: Any, name: str) -> np.ndarray:
@@ -314,7 +341,7 @@ def _to_channels(x: Any, name: str) -> np.ndarray:
     raise InvalidMediaError(f"audio {name}: unsupported sample dtype {x.dtype}")
 
 
-def _read_audio(src: Any, name: str, sample_rate: int) -> tuple[np.ndarray, int]:
+def _read_audio(src: Any, name: str, sample_rate: int, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     if isinstance(src, tuple):
         sr = src[1] if len(src) == 2 else None
         if not (isinstance(sr, int | float | np.number) and sr > 0 and float(sr).is_integer()):
@@ -323,7 +350,7 @@ def _read_audio(src: Any, name: str, sample_rate: int) -> tuple[np.ndarray, int]
     elif isinstance(src, np.ndarray | torch.Tensor):
         wave, sr = _to_channels(src, name), sample_rate
     else:
-        wave, sr = _decode_audio_file(src, name)
+        wave, sr = _decode_audio_file(src, name, max_seconds)
     if wave.size == 0:
         raise InvalidMediaError(f"audio {name} is empty (0 samples)")
     return wave, sr
@@ -361,7 +388,7 @@ def load_audio(src: Any, *, sample_rate: int = SAMPLE_RATE, max_seconds: float |
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     name = describe_source(src)
-    wave, sr = _read_audio(src, name, sample_rate)  # (C, n)
+    wave, sr = _read_audio(src, name, sample_rate, max_seconds)  # (C, n); files decoded no further than the cap
     bad = int(wave.size - np.count_nonzero(np.isfinite(wave)))
     if bad:
         raise InvalidMediaError(f"audio {name} has {bad} non-finite samples (NaN or inf)")
@@ -399,8 +426,9 @@ def audio_duration(src: Any, *, sample_rate: int = SAMPLE_RATE) -> float:
     except Exception:
         info = None
     _rewind(fp, start)
-    if info is None:  # a format only librosa reads: decode it to measure it
-        return len(load_audio(src, sample_rate=sample_rate)) / sample_rate
+    if info is None:  # a format only librosa reads: decode it (up to a cap) to measure it
+        wave, sr = _decode_audio_file(src, name)
+        return wave.shape[1] / sr
     if info.frames <= 0:
         raise InvalidMediaError(f"audio {name} is empty (0 samples)")
     return info.frames / info.samplerate

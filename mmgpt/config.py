@@ -208,6 +208,62 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- value checks
+# Sizes a config may hold: generous for real models, small enough that a hostile or garbled
+# config.json fails here with the key named, not in an allocation.
+MAX_WIDTH = 65_536
+MAX_LAYERS = 1_024
+MAX_VOCAB = 4_194_304
+MAX_CONTEXT = 4_194_304
+# timm.create_model keyword arguments a config may pass (architecture only: nothing that names
+# a file, a URL or a cache, which would make timm read from disk or the network).
+TIMM_KWARGS = frozenset({
+    "drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate", "patch_drop_rate",
+    "class_token", "global_pool", "no_embed_class", "qkv_bias", "qk_norm", "init_values", "dynamic_img_size",
+    "dynamic_img_pad", "in_chans", "fc_norm", "pre_norm", "final_norm", "act_layer", "weight_init", "pos_embed",
+    "mlp_ratio", "reg_tokens", "embed_dim", "depth", "num_heads", "patch_size", "stem_type", "stem_chs",
+    "layers", "output_stride", "use_rot_pos_emb", "use_abs_pos_emb", "ref_feat_shape", "scale_mlp", "swiglu_mlp",
+})
+DECODER_HF_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "vocab_size", "max_position_embeddings", "head_dim")
+AUDIO_HF_SIZES = ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim", "num_mel_bins",
+                  "max_source_positions", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim",
+                  "vocab_size", "max_target_positions")
+
+
+def check_int(key: str, value: Any, lo: int = 1, hi: int = MAX_WIDTH) -> None:
+    """``value`` (None allowed) is an integer in ``[lo, hi]``.
+
+    Raises:
+        ConfigError: naming ``key``.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be an integer from {lo} to {hi:,}, got {value!r}")
+
+
+def check_divides(key: str, width: int | None, heads_key: str, heads: int | None) -> None:
+    if width is not None and heads is not None and width % heads:
+        raise ConfigError(f"{key} ({width}) must be divisible by {heads_key} ({heads})")
+
+
+def check_hf_sizes(section: str, hf: dict[str, Any] | None, keys: tuple[str, ...]) -> None:
+    """The size fields of a stored transformers config are integers in range."""
+    for key in keys:
+        if hf and key in hf:
+            hi = MAX_VOCAB if key == "vocab_size" else MAX_CONTEXT if "position" in key else \
+                MAX_LAYERS if "layers" in key else 8 * MAX_WIDTH if "ffn" in key or "intermediate" in key else MAX_WIDTH
+            check_int(f"{section}.hf_config.{key}", hf[key], 1, hi)
+
+
+def check_weights_file(key: str, path: str | None) -> None:
+    """Weight files are safetensors: a pickle (``.pth``, ``.bin``) is never loaded."""
+    if path is not None and not str(path).endswith(".safetensors"):
+        raise ConfigError(f"{key}: {path} is not a .safetensors file; mmgpt loads no pickled weights "
+                          "(convert a file you trust once: mmgpt convert-weights IN.pth OUT.safetensors)")
+
+
 # --------------------------------------------------------------------------- model config
 @dataclass
 class VisionConfig:
@@ -222,14 +278,29 @@ class VisionConfig:
     mlp_ratio: float | None = None
     reg_tokens: int | None = None
     select_layer: int = -1  # which block's output to use; -2 is LLaVA's choice
-    pretrained_path: str | None = None  # a local timm weight file (.safetensors / .pth / .bin)
+    pretrained_path: str | None = None  # a local timm weight file (.safetensors)
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.img_size <= 0:
-            raise ConfigError(f"vision.img_size must be positive, got {self.img_size}")
+        check_int("vision.img_size", self.img_size, 1, 16_384)
+        check_int("vision.patch_size", self.patch_size, 1, self.img_size)
+        check_int("vision.embed_dim", self.embed_dim)
+        check_int("vision.depth", self.depth, 1, MAX_LAYERS)
+        check_int("vision.num_heads", self.num_heads, 1, self.embed_dim or MAX_WIDTH)
+        check_int("vision.reg_tokens", self.reg_tokens, 0, 1_024)
+        check_divides("vision.embed_dim", self.embed_dim, "vision.num_heads", self.num_heads)
+        if self.mlp_ratio is not None and not 0 < self.mlp_ratio <= 64:
+            raise ConfigError(f"vision.mlp_ratio must be in (0, 64], got {self.mlp_ratio}")
         if self.select_layer == 0:
             raise ConfigError("vision.select_layer counts blocks from 1 (or from the end with -1); 0 is invalid")
+        check_weights_file("vision.pretrained_path", self.pretrained_path)
+        for key, value in self.timm_kwargs.items():
+            if key not in TIMM_KWARGS:
+                raise ConfigError(f"vision.timm_kwargs.{key} is not an architecture argument mmgpt passes to timm "
+                                  f"(allowed: {', '.join(sorted(TIMM_KWARGS))}); weights come from pretrained_path")
+            if not isinstance(value, (int, float, str, bool, type(None))) and not (
+                    isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)):
+                raise ConfigError(f"vision.timm_kwargs.{key} must be a number, string, bool or list of numbers")
 
 
 @dataclass
@@ -251,11 +322,14 @@ class AudioConfig:
     hf_config: dict[str, Any] | None = None  # full WhisperConfig, filled in when saved
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "layers", "heads", "ffn_dim", "max_source_positions"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"audio.{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise ConfigError(f"audio.d_model ({self.d_model}) must be divisible by audio.heads ({self.heads})")
+        for name, hi in (("d_model", MAX_WIDTH), ("layers", MAX_LAYERS), ("heads", MAX_WIDTH),
+                         ("ffn_dim", 8 * MAX_WIDTH), ("max_source_positions", MAX_CONTEXT)):
+            check_int(f"audio.{name}", getattr(self, name), 1, hi)
+        check_divides("audio.d_model", self.d_model, "audio.heads", self.heads)
+        check_hf_sizes("audio", self.hf_config, AUDIO_HF_SIZES)
+        if self.hf_config:
+            check_divides("audio.hf_config.d_model", self.hf_config.get("d_model"),
+                          "audio.hf_config.encoder_attention_heads", self.hf_config.get("encoder_attention_heads"))
 
 
 @dataclass
@@ -279,12 +353,12 @@ class AdapterConfig:
     pos_embed: bool = False  # learned embedding per output token (fixed-size images only)
 
     def __post_init__(self) -> None:
-        if self.factor < 1:
-            raise ConfigError(f"adapter.factor must be >= 1, got {self.factor}")
-        if self.num_layers < 1:
-            raise ConfigError(f"adapter.num_layers must be >= 1, got {self.num_layers}")
-        if self.num_queries < 1:
-            raise ConfigError(f"adapter.num_queries must be >= 1, got {self.num_queries}")
+        check_int("adapter.factor", self.factor, 1, 64)
+        check_int("adapter.num_layers", self.num_layers, 1, 64)
+        check_int("adapter.hidden_dim", self.hidden_dim, 1, 8 * MAX_WIDTH)
+        check_int("adapter.num_queries", self.num_queries, 1, 16_384)
+        check_int("adapter.resampler_layers", self.resampler_layers, 1, 64)
+        check_int("adapter.resampler_heads", self.resampler_heads, 1, MAX_WIDTH)
 
 
 @dataclass
@@ -309,10 +383,22 @@ class DecoderConfig:
     hf_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"decoder.hidden_size ({self.hidden_size}) must be divisible by decoder.num_heads ({self.num_heads})"
-            )
+        check_int("decoder.hidden_size", self.hidden_size)
+        check_int("decoder.intermediate_size", self.intermediate_size, 1, 8 * MAX_WIDTH)
+        check_int("decoder.num_layers", self.num_layers, 1, MAX_LAYERS)
+        check_int("decoder.num_heads", self.num_heads, 1, self.hidden_size)
+        check_int("decoder.num_kv_heads", self.num_kv_heads, 1, self.num_heads)
+        check_divides("decoder.hidden_size", self.hidden_size, "decoder.num_heads", self.num_heads)
+        check_divides("decoder.num_heads", self.num_heads, "decoder.num_kv_heads", self.num_kv_heads)
+        if not 0 < self.rope_theta < 1e12:
+            raise ConfigError(f"decoder.rope_theta must be positive, got {self.rope_theta}")
+        hf = self.hf_config or {}
+        check_hf_sizes("decoder", hf, DECODER_HF_SIZES)
+        if "head_dim" not in hf or hf.get("head_dim") is None:
+            check_divides("decoder.hf_config.hidden_size", hf.get("hidden_size"),
+                          "decoder.hf_config.num_attention_heads", hf.get("num_attention_heads"))
+        check_divides("decoder.hf_config.num_attention_heads", hf.get("num_attention_heads"),
+                      "decoder.hf_config.num_key_value_heads", hf.get("num_key_value_heads"))
 
 
 @dataclass
@@ -336,6 +422,9 @@ class TokenizerConfig:
     vocab_size: int = 512
     prefix_space: bool | None = None
     media_after_text: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("tokenizer.vocab_size", self.vocab_size, 1, MAX_VOCAB)
 
     def resolved_prefix_space(self) -> bool:
         return self.path is None if self.prefix_space is None else bool(self.prefix_space)
@@ -363,8 +452,7 @@ class MMGPTConfig:
                 raise ConfigError(f"adapters.{name}: unknown modality (expected one of {', '.join(MODALITIES)})")
         for modality in self.modalities:
             self.adapters.setdefault(modality, AdapterConfig())
-        if self.max_length < 8:
-            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+        check_int("max_length", self.max_length, 8, MAX_CONTEXT)
 
     @property
     def modalities(self) -> tuple[str, ...]:

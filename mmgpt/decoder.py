@@ -34,7 +34,8 @@ def build_decoder(cfg: DecoderConfig, vocab_size: int, max_length: int, special:
     attn = cfg.attn_implementation
     if cfg.pretrained_path and load_weights:
         try:
-            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained_path, attn_implementation=attn, dtype="float32")
+            model = AutoModelForCausalLM.from_pretrained(cfg.pretrained_path, attn_implementation=attn, dtype="float32",
+                                                         use_safetensors=True)
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"cannot load decoder from {cfg.pretrained_path}: {e}") from e
         log.info("loaded decoder %s from %s", type(model).__name__, cfg.pretrained_path)
@@ -44,7 +45,7 @@ def build_decoder(cfg: DecoderConfig, vocab_size: int, max_length: int, special:
                 data = dict(cfg.hf_config)
                 hf_cfg = AutoConfig.for_model(data.pop("model_type"), **data)
             elif cfg.pretrained_path:  # the architecture only, weights come from the mmgpt checkpoint
-                hf_cfg = AutoConfig.from_pretrained(cfg.pretrained_path)
+                hf_cfg = AutoConfig.from_pretrained(cfg.pretrained_path, local_files_only=True)
             else:
                 hf_cfg = AutoConfig.for_model(
                     cfg.model_type, vocab_size=vocab_size, hidden_size=cfg.hidden_size,
@@ -54,7 +55,7 @@ def build_decoder(cfg: DecoderConfig, vocab_size: int, max_length: int, special:
                     tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=None,
                     eos_token_id=special["eos"], pad_token_id=special["pad"],
                 )
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, OSError) as e:
             raise ConfigError(f"decoder: cannot build a {cfg.model_type!r} config: {e}") from e
         model = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation=attn)
     if model.get_input_embeddings().num_embeddings != vocab_size:

@@ -32,6 +32,11 @@ class CheckpointError(MMGPTError, OSError):
     """A checkpoint directory is missing files, or a file in it is damaged or does not match."""
 
 
+class TrainingError(MMGPTError, RuntimeError):
+    """A run cannot go on (too many steps with a non-finite loss or gradient); its last
+    checkpoint is intact."""
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -39,4 +44,5 @@ __all__ = [
     "DataError",
     "InvalidMediaError",
     "MMGPTError",
+    "TrainingError",
 ]

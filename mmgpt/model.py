@@ -27,6 +27,7 @@ from mmgpt.adapters import Adapter
 from mmgpt.batching import IGNORE, block_causal_mask
 from mmgpt.config import MMGPTConfig
 from mmgpt.decoder import build_decoder
+from mmgpt.errors import ConfigError
 from mmgpt.modalities import MODALITIES
 from mmgpt.processor import Processor
 from mmgpt.tokenizer import (
@@ -147,14 +148,14 @@ class MMGPT(nn.Module):
         matches nothing and is not an error, so one recipe serves both.
 
         Raises:
-            KeyError: a name matches no part.
+            ConfigError: a name matches no part.
         """
         parts = self.parts()
         optional = {f"{group}.{m}" for group in ("encoders", "adapters") for m in MODALITIES}
         for key, flag in flags.items():
             hit = [p for name, p in parts.items() if name == key or name.startswith(key + ".")]
             if not hit and key not in optional:
-                raise KeyError(f"unknown model part {key!r}; parts are {', '.join(parts)}")
+                raise ConfigError(f"trainable.{key}: unknown model part; parts are {', '.join(parts)}")
             for module in hit:
                 module.requires_grad_(flag)
 

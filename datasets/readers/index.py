@@ -326,8 +326,9 @@ class TarIndex(RowIndex):
     """
 
     def __init__(self, paths: list[Path], key_of: Callable[[str], tuple[str, str]],
-                 build: Callable[[Path, str, list[tuple[str, bytes]]], Sample]) -> None:
-        self.build = build
+                 build: Callable[[Path, str, list[tuple[str, bytes]]], Sample],
+                 too_big: Callable[[int], bytes] | None = None, max_member: int | None = None) -> None:
+        self.build, self.too_big, self.max_member = build, too_big, max_member
         self.keys: list[str] = []
         self.first = array("q")  # index of each key's first member
         self.offsets, self.sizes, self.ext_ids = array("q"), array("q"), array("I")
@@ -357,6 +358,10 @@ class TarIndex(RowIndex):
         members = []
         with path.open("rb") as f:
             for m in range(self.first[i], self.first[i + 1]):
+                size = self.sizes[m]
+                if self.max_member is not None and size > self.max_member:  # refused unread
+                    members.append((self.ext_names[self.ext_ids[m]], self.too_big(size)))
+                    continue
                 f.seek(self.offsets[m])
-                members.append((self.ext_names[self.ext_ids[m]], f.read(self.sizes[m])))
+                members.append((self.ext_names[self.ext_ids[m]], f.read(size)))
         return self.build(path, self.keys[i], members)

@@ -27,6 +27,20 @@ AUDIO_EXTS = ("wav", "flac", "mp3", "ogg")
 TEXT_EXTS = ("txt", "cap")
 CAPTION_FIELDS = ("caption", "text")
 COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# A member larger than this is a bad key, refused from its header before a byte of it is read
+# (a small compressed shard can declare members of gigabytes: a tar bomb).
+MAX_MEMBER_BYTES = 256 * 2**20
+# Compressed shards read into memory whole (val, eval) hold at most this many member bytes.
+MAX_IN_MEMORY_BYTES = 2 * 2**30
+
+
+class TooBig(bytes):
+    """Stands in for a member over :data:`MAX_MEMBER_BYTES` (its declared size); never read."""
+
+    def __new__(cls, size: int) -> TooBig:
+        obj = super().__new__(cls, b"")
+        obj.size = size
+        return obj
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -60,6 +74,9 @@ def iter_groups(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, byt
             yield key, members
             members = []
         key = member_key
+        if info.size > MAX_MEMBER_BYTES:
+            members.append((ext, TooBig(info.size)))  # the stream skips its data unread
+            continue
         f = tar.extractfile(info)
         members.append((ext, f.read() if f is not None else b""))
     # tarfile ends quietly when the stream stops between members or meets a garbled header. A
@@ -135,6 +152,8 @@ def _sort_members(
     row: Any = None
     seen: set[str] = set()
     for ext, data in members:
+        if isinstance(data, TooBig):
+            raise DataError(f".{ext} member is {data.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte cap")
         if ext in seen:
             raise DataError(f"two members with extension .{ext}")
         seen.add(ext)
@@ -199,7 +218,17 @@ class WebDatasetReader(Reader):
 
         if self.compressed:
             logger.warning("compressed tar shards are read into memory; plain .tar shards are read as drawn")
-            return super().index(tasks)
+            samples = []
+            held = 0
+            for sample in self:
+                if tasks is not None and sample.meta.get("task") not in tasks:
+                    continue
+                held += sum(len(seg.media) for _, seg in sample.segments if isinstance(seg.media, bytes))
+                if held > MAX_IN_MEMORY_BYTES:
+                    raise DataError(f"{self.paths[0]}...: compressed shards hold over {MAX_IN_MEMORY_BYTES:,} bytes "
+                                    "of media; train on them streamed (data.streaming) or use plain .tar shards")
+                samples.append(sample)
+            return samples
         ignored: set[str] = set()
 
         def build(shard: Path, key: str, members: list[tuple[str, bytes]]) -> Sample:
@@ -208,7 +237,7 @@ class WebDatasetReader(Reader):
             except DataError as e:
                 raise located(f"{shard}:{key}", e) from None
 
-        index = TarIndex(self.paths, split_member_name, build)
+        index = TarIndex(self.paths, split_member_name, build, TooBig, MAX_MEMBER_BYTES)
         if tasks is None:
             return index
         keep = []

@@ -9,6 +9,7 @@
     mmgpt chat CHECKPOINT                    chat in the terminal
     mmgpt demo [CHECKPOINT]                  start the gradio demo
     mmgpt bench                              benchmarks against transformers' Llava
+    mmgpt convert-weights IN.pth OUT         a pickled weight file you trust -> .safetensors
 
 Each subcommand's code lives with its feature (its module's ``add_cli``); this package only
 builds the parser and turns mmgpt's errors into one line. Subcommand modules are imported when
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from importlib import import_module
 
 from mmgpt.errors import MMGPTError
@@ -35,6 +37,7 @@ COMMANDS = {
     "chat": ("chat with a model in the terminal (/image PATH, /audio PATH)", "mmgpt.chat"),
     "demo": ("start the gradio demo in the browser", "mmgpt.demo.cli"),
     "bench": ("benchmark against transformers' Llava at the same size", "mmgpt.bench.cli"),
+    "convert-weights": ("convert a pickled weight file you trust (.pth/.bin) to .safetensors", "mmgpt.cli.convert"),
 }
 
 
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmgpt", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n\n")[1].splitlines()))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (text, module) in COMMANDS.items():
         import_module(module).add_cli(sub.add_parser(name, help=text))
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``mmgpt ARGS``; returns the exit code (1 on an mmgpt error, printed as one line)."""
+    """Run ``mmgpt ARGS``; returns the exit code: 1 on an mmgpt error, 2 on any other exception,
+    each printed as one line (with the traceback under ``-v``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -60,11 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MMGPTError as e:
+        if args.verbose:
+            traceback.print_exc()
         print(f"mmgpt {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, or a failure mmgpt does not name yet: one line unless -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"mmgpt {args.command}: internal error: {type(e).__name__}: {e} (run `mmgpt -v {args.command} ...` "
+              "for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

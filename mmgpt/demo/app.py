@@ -40,7 +40,8 @@ from mmgpt.errors import ConfigError, DataError, MMGPTError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXAMPLES_DIR = Path(tempfile.gettempdir()) / "mmgpt-demo-examples"
+MAX_TEXT_CHARS = 2000  # per message, checked here as well as in the browser (API clients skip the browser)
+MAX_HISTORY_MESSAGES = 64  # a conversation keeps its last 32 exchanges (the context keeps fewer)
 EMPTY_ANSWER = "(the model gave an empty answer)"
 CSS = "#chat img { max-height: 180px; }"
 _SKIP = object()  # "leave this output as it is" (gr.skip() is made per call)
@@ -92,6 +93,8 @@ class _Handlers:
         return tuple(gr.skip() if v is _SKIP else v for v in (chat, state, text, image, audio))
 
     def _turn(self, image: str | None, audio: str | None, text: str, settings: list) -> tuple[dict, Settings]:
+        if len(text or "") > MAX_TEXT_CHARS:
+            raise DataError(f"the message is {len(text):,} characters long; the demo takes at most {MAX_TEXT_CHARS:,}")
         for kind, path in (("image", image), ("audio", audio)):
             if path is not None:
                 self.runner.check_media(kind, path)
@@ -114,7 +117,8 @@ class _Handlers:
         answer = answer.strip()
         chat[-1] = {"role": "assistant", "content": answer or EMPTY_ANSWER}
         reply = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-        yield self._out(chat, {"messages": [*state["messages"], message, reply], "chat": chat})
+        history, shown = [*state["messages"], message, reply][-MAX_HISTORY_MESSAGES:], chat[-2 * MAX_HISTORY_MESSAGES:]
+        yield self._out(shown, {"messages": history, "chat": shown})
 
     def _fail(self, state: dict, error: Exception, attempt: str, *paths: str | None):
         """Show what was tried (text and file names, not the files) and why it failed."""
@@ -193,7 +197,8 @@ def build_app(model, *, examples_dir: str | Path | None = None, num_examples: in
         raise ConfigError(f"queue_size and concurrency must be >= 1, got {queue_size} and {concurrency}")
     runner = ModelRunner(model.eval(), max_pixels=max_pixels, max_audio_seconds=max_audio_seconds)
     handlers = _Handlers(runner)
-    examples_dir = Path(examples_dir or DEFAULT_EXAMPLES_DIR).resolve()
+    # this process's own folder (not a fixed shared /tmp path another user could have planted)
+    examples_dir = Path(examples_dir or tempfile.mkdtemp(prefix="mmgpt-demo-examples-")).resolve()
     examples = make_examples(examples_dir, num=num_examples)
     has = {m: m in runner.modalities for m in ("image", "audio")}
     top_tokens = max(1, min(512, runner.max_length // 2))

@@ -110,8 +110,11 @@ class OptimConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
+    max_bad_steps: int = 10  # steps whose loss or gradient is NaN/inf are skipped; more stop the run
 
     def __post_init__(self) -> None:
+        if self.max_bad_steps < 0:
+            raise ConfigError(f"optim.max_bad_steps must be >= 0, got {self.max_bad_steps}")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
         if len(self.betas) != 2:
@@ -120,7 +123,9 @@ class OptimConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA on the decoder through ``peft``; merged into the weights when the final model is saved."""
+    """LoRA on the decoder through ``peft``. ``merge_on_save``: fold it into the weights of
+    ``final/``; false: ``final/`` holds the base model (with the parts trained outside LoRA) and
+    ``lora_adapter/`` beside it the adapter in peft's format."""
 
     enabled: bool = False
     r: int = 8
@@ -186,7 +191,9 @@ class TrainConfig:
     val_every: int = 0  # steps between validation-loss passes; 0 = at the end only
     save_every: int = 0  # steps between checkpoints; 0 = at the end only
     keep_last: int = 2
-    resume: bool = False
+    # true: continue from checkpoints/latest (an error if there is none, or if a setting that
+    # moves the samples or the model changed); "force": accept such a change
+    resume: bool | Literal["force"] = False
     # Under torchrun: "ddp" replicates the model; "fsdp" shards the decoder layers with FSDP2
     # (checkpoints gather the full weights; not for LoRA or the contrastive stage).
     distributed: Literal["ddp", "fsdp"] = "ddp"

@@ -47,6 +47,7 @@ def prepare_model(cfg: TrainConfig, samples: list[Sample], dist: distributed.Dis
     model = build_model(cfg, samples, dist)
     model.set_trainable(cfg.trainable_parts())
     if cfg.lora.enabled:
+        torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here: the same run, the same draw
         apply_lora(model, cfg.lora)
     if cfg.grad_checkpointing:
         model.decoder.gradient_checkpointing_enable()

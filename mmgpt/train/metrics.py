@@ -9,20 +9,36 @@ from typing import Any
 
 
 class MetricsLog:
-    """Appends records to ``run_dir/metrics.jsonl`` (flushed each line, so a crash loses nothing)."""
+    """Appends records to ``run_dir/metrics.jsonl`` (flushed each line, so a crash loses nothing).
 
-    def __init__(self, run_dir: Path, enabled: bool = True, truncate_after: int | None = None) -> None:
+    A file already there is never truncated: it moves to ``metrics.jsonl.N`` (the next free N).
+    On resume at step ``resume_at`` the new file starts with the old records up to that step
+    (those after it will be produced again; a line cut by a kill is left in the moved file).
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_at: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
-        if enabled:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if truncate_after is not None and self.path.exists():
-                # On resume, drop records past the checkpoint: they will be produced again.
-                keep = [line for line in self.path.read_text().splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
-                self.path.write_text("".join(line + "\n" for line in keep))
-            elif truncate_after is None:
-                self.path.write_text("")
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or not self.path.stat().st_size:
+            self.path.write_text("")
+            return
+        n = 1
+        while self.path.with_name(f"{self.path.name}.{n}").exists():
+            n += 1
+        moved = self.path.with_name(f"{self.path.name}.{n}")
+        self.path.replace(moved)
+        keep = []
+        if resume_at is not None:
+            for line in moved.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_at:
+                        keep.append(line)
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+        self.path.write_text("".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from mmgpt.errors import ConfigError
+from mmgpt.modalities import MODALITIES
 from mmgpt.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,17 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     BENCHMARKS.md); ``foreach`` where the parameters' device has no fused kernel.
 
     Raises:
-        ValueError: nothing is trainable.
+        ConfigError: nothing is trainable, or an ``lr_per_part`` key names no parameter.
     """
-    groups = param_groups(list(model.named_parameters()), cfg)
+    named = list(model.named_parameters())
+    optional = {f"{group}.{m}" for group in ("encoders", "adapters") for m in MODALITIES}  # left-out modalities
+    for key in cfg.lr_per_part:
+        if key not in optional and not any(n == key or n.startswith(key + ".") for n, _ in named):
+            parts = sorted({".".join(n.split(".")[:2]) for n, _ in named})
+            raise ConfigError(f"optim.lr_per_part.{key}: names no parameter of the model (parts: {', '.join(parts)})")
+    groups = param_groups(named, cfg)
     if not groups:
-        raise ValueError("no trainable parameters: check the stage's `trainable` flags")
+        raise ConfigError("no trainable parameters: check the stage's `trainable` flags")
     for g in groups:
         g.pop("names")
     from torch.distributed.tensor import DTensor

@@ -28,11 +28,12 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 
 from mmgpt.errors import CheckpointError
-from mmgpt.pretrained import distinct_tensors
+from mmgpt.pretrained import check_tensors, distinct_tensors
 from mmgpt.safe_io import atomic_dir, atomic_write_text, verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
+FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json")
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -107,12 +108,72 @@ def checkpoint_step(path: Path) -> int:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under ``root``, or None."""
+    """The checkpoint to resume from under ``root``: the one ``latest`` names, or (a kill came
+    between a checkpoint's rename and the pointer's first write) the newest complete
+    ``step-*``; None when there is none at all.
+
+    Raises:
+        CheckpointError: ``latest`` names a checkpoint that is not there (with what is there).
+    """
     pointer = root / LATEST
+    found = sorted(p.name for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
     if not pointer.is_file():
+        if found:
+            log.warning("%s: no %s pointer; resuming from the newest checkpoint, %s", root, LATEST, found[-1])
+            return root / found[-1]
         return None
-    path = root / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    name = pointer.read_text().strip()
+    path = root / name
+    if not name.startswith("step-") or "/" in name or not path.is_dir():
+        raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint folder there (found: "
+                              f"{found or 'none'}); point it at one of them or start without resume")
+    return path
+
+
+# Settings that do not move the sample schedule or the model: a resume may change them.
+RUN_ONLY = ("name", "out_dir", "resume", "progress", "log_every", "val_every", "save_every", "keep_last",
+            "time_limit", "threads", "eval", "data.val", "data.val_media_folder", "data.val_limit",
+            "data.num_workers", "data.prefetch", "data.on_error", "data.max_bad_fraction")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    return {prefix: data}
+
+
+def config_changes(saved: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """``"key: saved -> now"`` for every setting that differs and is not run-only (:data:`RUN_ONLY`)."""
+    a, b = _flat(saved or {}), _flat(now)
+
+    def run_only(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in RUN_ONLY)
+
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+            for k in sorted(set(a) | set(b)) if not run_only(k) and a.get(k) != b.get(k)]
+
+
+def check_optimizer_state(path: Path, optimizer, opt: dict) -> None:
+    """The saved optimiser state fits the optimiser: same groups, and each parameter's state
+    tensors of its shape.
+
+    Raises:
+        CheckpointError: naming the first parameter that does not fit.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if len(opt["param_groups"]) != len(optimizer.param_groups):
+        raise CheckpointError(f"{path}: optimizer state has {len(opt['param_groups'])} parameter groups, the "
+                              f"optimiser {len(optimizer.param_groups)}")
+    for idx, entry in opt["state"].items():
+        if not isinstance(idx, int) or not 0 <= idx < len(params):
+            raise CheckpointError(f"{path}: optimizer state names parameter {idx!r} of {len(params)}")
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[idx].shape:
+                raise CheckpointError(f"{path}: optimizer {key} of parameter {idx} is {list(value.shape)}, "
+                                      f"the parameter {list(params[idx].shape)}")
 
 
 def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler,
@@ -125,10 +186,13 @@ def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, sche
     Raises:
         CheckpointError: a file is missing or damaged, or does not fit the model / optimiser.
     """
-    verify_manifest(path)
+    verify_manifest(path, required=FILES)
     try:
         state = json.loads((path / "trainer_state.json").read_text())
         opt = _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+        if not sharded:
+            check_tensors(path / "model.safetensors", model)
+            check_optimizer_state(path, optimizer, opt)
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -142,7 +206,10 @@ def load_training_checkpoint(path: Path, model: torch.nn.Module, optimizer, sche
             optimizer.load_state_dict(opt)
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
-    except (OSError, json.JSONDecodeError, KeyError, ValueError, SafetensorError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: cannot resume: {e}") from e
+    except CheckpointError:
+        raise
+    except (OSError, json.JSONDecodeError, KeyError, ValueError, SafetensorError, RuntimeError, TypeError,
+            AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path}: cannot resume: {type(e).__name__}: {e}") from e
     log.info("resumed from %s (step %d)", path, state["step"])
     return state

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from functools import partial
 from pathlib import Path
@@ -18,8 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mmgpt.errors import CheckpointError, ConfigError
+from mmgpt.errors import CheckpointError, ConfigError, TrainingError
 from mmgpt.precision import autocast, model_widths, resolve_precision
+from mmgpt.safe_io import tidy
 from mmgpt.train import distributed
 from mmgpt.train.config import TrainConfig
 from mmgpt.train.contrastive import ContrastiveObjective
@@ -27,12 +29,13 @@ from mmgpt.train.data import Schedule, load_samples, open_stream, text_item
 from mmgpt.train.init_model import prepare_model, trainable_table
 from mmgpt.train.lm import LMObjective
 from mmgpt.train.loader import BadCount, Draw, StepLoader, default_workers
-from mmgpt.train.lora import merge_lora
+from mmgpt.train.lora import merge_lora, save_lora_adapter
 from mmgpt.train.metrics import MetricsLog, summarise
 from mmgpt.train.objective import Objective, StepLoss
 from mmgpt.train.optim import build_optimizer, lr_lambda
 from mmgpt.train.resume import (
     checkpoint_step,
+    config_changes,
     latest_checkpoint,
     load_training_checkpoint,
     save_training_checkpoint,
@@ -56,7 +59,7 @@ class Trainer:
                                                                            cfg.data.media_folder)
         self.model = prepare_model(cfg, samples, self.dist, self.device)
         self.amp = self._precision()
-        self.resume_from = latest_checkpoint(cfg.run_dir / "checkpoints") if cfg.resume else None
+        self.resume_from = self._resume_point()
         self.start_step = checkpoint_step(self.resume_from) if self.resume_from else 0
         self.objective = self._objective()
         self.data = self.objective.dataset(samples)
@@ -71,9 +74,30 @@ class Trainer:
         else:
             self._indexed_loader(workers)
         self._setup_optimisation()
-        self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, truncate_after=self.start_step if cfg.resume else None)
+        self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, resume_at=self.start_step if cfg.resume else None)
 
     # ------------------------------------------------------------------ set-up
+    def _resume_point(self):
+        """The checkpoint to resume from (None for a fresh run), after tidying what killed
+        writes left in the run folder (a replaced ``final/`` put back, dead temporaries removed).
+
+        Raises:
+            CheckpointError: ``resume`` is set but there is no checkpoint, or ``latest`` dangles.
+        """
+        cfg, ckpts = self.cfg, self.cfg.run_dir / "checkpoints"
+        if self.dist.is_main:
+            for folder in (cfg.run_dir, ckpts):
+                for p in tidy(folder):
+                    log.info("removed %s, left by an interrupted write", p)
+        distributed.barrier(self.dist)
+        if not cfg.resume:
+            return None
+        found = latest_checkpoint(ckpts)
+        if found is None:
+            raise CheckpointError(f"resume={cfg.resume}: no checkpoint in {ckpts} to resume from; "
+                                  "run without resume to start at step 0")
+        return found
+
     def _indexed_loader(self, workers: int) -> None:
         """Steps drawn by index: the seeded schedule over the whole dataset."""
         cfg = self.cfg
@@ -122,6 +146,7 @@ class Trainer:
         FSDP2's ``fully_shard`` swaps the parameters for sharded ones, so it wraps before the
         optimiser is built (the optimiser must hold the sharded ones).
         """
+        self.bad_steps = 0
         cfg = self.cfg
         if cfg.distributed == "fsdp" and self.dist.enabled and (cfg.lora.enabled or not self.objective.shardable):
             raise ConfigError("distributed=fsdp: LoRA and the contrastive stage run under ddp only "
@@ -131,12 +156,28 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg.optim, self.total_steps))
         if self.resume_from is not None:
-            state = load_training_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler,
-                                             sharded=self.sharded)
-            if state["step"] != self.start_step:
-                raise CheckpointError(f"{self.resume_from}: holds step {state['step']}, its name says {self.start_step}")
-            if self.stream is not None:
-                self.loader.restore(state.get("stream"), str(self.resume_from))
+            self._restore(load_training_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler,
+                                                   sharded=self.sharded))
+
+    def _restore(self, state: dict) -> None:
+        """Take over a checkpoint's trainer state, after checking it belongs to this run.
+
+        Raises:
+            CheckpointError: its step is not the one its name says.
+            ConfigError: a setting that moves the samples or the model changed (not under ``resume=force``).
+        """
+        if state["step"] != self.start_step:
+            raise CheckpointError(f"{self.resume_from}: holds step {state['step']}, its name says {self.start_step}")
+        changes = config_changes(state.get("config"), self.cfg.to_dict())
+        if changes and self.cfg.resume != "force":
+            raise ConfigError(f"{self.resume_from}: this run's settings differ from the checkpoint's in what moves "
+                              f"the samples or the model: {'; '.join(changes[:8])}. Resume with the same "
+                              "settings, or resume=force to accept the change")
+        if changes:
+            log.warning("resume=force: settings changed since %s: %s", self.resume_from, "; ".join(changes))
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if self.stream is not None:
+            self.loader.restore(state.get("stream"), str(self.resume_from))
 
     # ------------------------------------------------------------------ steps
     def micro_batches(self, step: int) -> list[dict]:
@@ -167,12 +208,32 @@ class Trainer:
                 (out.loss_sum * scale).backward()
             loss_sum += float(out.loss_sum.detach())
             metrics = out.metrics
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim.grad_clip))
+        loss = distributed.all_reduce_sum(loss_sum, self.dist) / max(n_global, 1)
+        if math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every process (reduced)
+            self.optimizer.step()
+        else:
+            self._bad_step(loss, grad_norm)
+            metrics = {**metrics, "skipped": 1}
+        self.scheduler.step()  # a skipped step still moves the schedule: steps and lr stay aligned
         self.optimizer.zero_grad(set_to_none=True)
-        return distributed.all_reduce_sum(loss_sum, self.dist) / max(n_global, 1), float(grad_norm), metrics, tokens
+        return loss, grad_norm, metrics, tokens
+
+    def _bad_step(self, loss: float, grad_norm: float) -> None:
+        """Count a step whose loss or gradient is not finite (its update is skipped).
+
+        Raises:
+            TrainingError: more than ``optim.max_bad_steps`` of them.
+        """
+        self.bad_steps += 1
+        log.warning("step %d: loss %s, gradient norm %s; update skipped (%d of at most %d)", self.scheduler.last_epoch + 1,
+                    loss, grad_norm, self.bad_steps, self.cfg.optim.max_bad_steps)
+        if self.bad_steps > self.cfg.optim.max_bad_steps:
+            last = latest_checkpoint(self.cfg.run_dir / "checkpoints")
+            raise TrainingError(f"{self.bad_steps} steps had a non-finite loss or gradient, more than "
+                                f"optim.max_bad_steps={self.cfg.optim.max_bad_steps} (lower optim.lr, check the data); "
+                                f"last checkpoint: {last or 'none (save_every=0)'}")
 
     # ------------------------------------------------------------------ loop
     def train(self) -> Path:
@@ -254,7 +315,7 @@ class Trainer:
         """A training checkpoint for exact resume (after the objective's own state, e.g. cache shards)."""
         self.objective.flush(step)
         gathered = distributed.gather_full_state(self.model, self.optimizer) if self.sharded else None
-        state: dict = {"config": self.cfg.to_dict()}
+        state: dict = {"config": self.cfg.to_dict(), "bad_steps": self.bad_steps}
         if self.stream is not None:  # every process's stream positions (a collective)
             states = distributed.gather(self.loader.state(), self.dist)
             state["stream"] = {"plan": states[0]["plan"],
@@ -272,6 +333,8 @@ class Trainer:
         if self.dist.is_main:
             if cfg.lora.enabled and cfg.lora.merge_on_save:
                 merge_lora(self.model)
+            elif cfg.lora.enabled:
+                print(f"saved the LoRA adapter to {save_lora_adapter(self.model, cfg.run_dir / 'lora_adapter')}")
             dropped = tuple(self.objective.finalize(self.model))
             if full is not None and dropped:
                 full = {k: v for k, v in full.items() if not k.startswith(dropped)}

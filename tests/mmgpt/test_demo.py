@@ -161,6 +161,31 @@ def test_bad_upload_gets_a_readable_error_and_the_next_request_works(served, cli
     assert ask(client, media["img2"], None, "and now?") == expected(served[0], image=media["img2"], text="and now?")
 
 
+def test_text_and_history_are_capped_on_the_server(served, client):
+    """An API client skips the browser's text box: the server checks the length itself."""
+    from mmgpt.demo.app import MAX_HISTORY_MESSAGES, MAX_TEXT_CHARS
+
+    with pytest.raises(gradio_client.exceptions.AppError, match="3,000 characters long; the demo takes at most 2,000"):
+        ask(client, text="x" * 3000)
+    assert ask(client, text="hello") == expected(served[0], text="hello")
+    assert MAX_TEXT_CHARS == 2000 and MAX_HISTORY_MESSAGES == 64
+
+
+def test_a_conversation_keeps_only_its_last_exchanges(served, monkeypatch):
+    import mmgpt.demo.app as app
+
+    monkeypatch.setattr(app, "MAX_HISTORY_MESSAGES", 2)  # one exchange (the server runs in this process)
+    c = gradio_client.Client(served[2], verbose=False)
+    said = []
+    for text in ("one", "two", "three"):
+        chat, *_ = c.predict(None, None, text, TOKENS, 0.0, 1.0, api_name="/chat")
+        said.append(chat[-1]["content"][0]["text"])
+    history = [{"role": "user", "content": [{"type": "text", "text": "two"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": said[1]}]}]
+    assert said[2] == expected(served[0], text="three", history=history)  # "one" was dropped
+    assert len(chat) == 4  # the page keeps twice as many
+
+
 def test_concurrent_requests_all_get_their_own_answers(served, media):
     model = served[0]
     jobs = [(media[f"img{i % 3}"], media[f"clip{(i + 1) % 3}"], f"question {i}?") for i in range(6)]

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from mmgpt.batching import collate
 from mmgpt.config import MMGPTConfig, apply_overrides
-from mmgpt.errors import CheckpointError
+from mmgpt.errors import CheckpointError, ConfigError
 from mmgpt.model import MMGPT, load
 from tests.conftest import make_image, make_wave
 
@@ -171,7 +171,7 @@ def test_trainable_flags_per_part(tiny_config):
     model.set_trainable({"encoders.audio": True})
     assert all(p.requires_grad for p in model.encoders["audio"].parameters())
     assert not any(p.requires_grad for p in model.encoders["image"].parameters())
-    with pytest.raises(KeyError, match="unknown model part"):
+    with pytest.raises(ConfigError, match="unknown model part"):
         model.set_trainable({"projector": True})
 
 
