@@ -99,6 +99,23 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
     Returns:
         one string (or id list) per prompt, special tokens removed.
     """
+    ids, _ = generate_ids(model, prompts, mode=mode, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                          temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
+                          min_new_tokens=min_new_tokens, use_cache=use_cache, repetition_penalty=repetition_penalty,
+                          seed=seed, streamer=streamer)
+    if return_ids:
+        return ids
+    return [model.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+
+
+@torch.no_grad()
+def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_new_tokens: int = 64,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
+                 num_beams: int = 1, min_new_tokens: int | None = None, use_cache: bool = True,
+                 repetition_penalty: float | None = None, seed: int | None = None,
+                 streamer=None) -> tuple[list[list[int]], list[int]]:
+    """:func:`generate`'s token ids (cut at the first stop token) and each prompt's length in
+    tokens (media tokens included): what a server reports as usage."""
     if isinstance(prompts, Sample) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
         prompts = [prompts]
     was_training = model.training
@@ -119,9 +136,7 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
     for row in out.tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         ids.append(row[:cut])
-    if return_ids:
-        return ids
-    return [model.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+    return ids, batch["attention_mask"].sum(dim=1).tolist()
 
 
 def stream_answer(model, prompt: Prompt, lock=None, **kwargs) -> Iterator[str]:

@@ -34,11 +34,12 @@ PLAN: dict[str, tuple[str, dict, int]] = {
     "feature_cache": ("feature_cache", {}, 3),
     "loader": ("loader", {}, 3),
     "scale": ("scale", {}, 3),
+    "serve": ("serve", {}, 3),
     "audio_frontend": ("audio_frontend", {}, 7),
     "mfu": ("mfu", {}, 5),
 }
 GROUPS = {"train": ["train_fp32", "train_bf16"], "generate": ["generate_b1", "generate_b8"],
-          "packing": ["packing"], "cache": ["feature_cache"], "loader": ["loader"], "scale": ["scale"],
+          "packing": ["packing"], "cache": ["feature_cache"], "loader": ["loader"], "scale": ["scale"], "serve": ["serve"],
           "audio": ["audio_frontend"],
           "mfu": ["mfu"]}
 

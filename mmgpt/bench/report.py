@@ -21,6 +21,7 @@ TARGETS = {
     "packing": ("useful tokens/s packed >= 1.5x padded", 1.5),
     "feature_cache": ("cached stage-1 epoch >= 3x faster", 3.0),
     "audio_frontend": ("batched log-mel >= 5x librosa", 5.0),
+    "serve": ("mmgpt serve, 16 concurrent: batched >= 3x one at a time", 3.0),
     "mfu_bf16": ("MFU >= 60% of bf16 peak", 0.60),
     "mfu_fp32": ("MFU >= 80% of fp32 peak", 0.80),
 }
@@ -116,6 +117,12 @@ def _data_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
                     f"{steps / w0:.2f} steps/s", _ratio(w0, w2),
                     "bitwise the same batches; on a GPU host the workers decode while the GPU computes"))
     out += _scale_rows(results.get("scale"))
+    s = results.get("serve")
+    rb, r1 = _med(s, "batched", "requests_per_s"), _med(s, "one_at_a_time", "requests_per_s")
+    preset = (s or {}).get("sides", {}).get("batched", {}).get("info", {}).get("preset", "?")
+    out.append(_row("serve", f"mmgpt serve, {preset} preset: requests/s with 16 concurrent (image + question, "
+                    "16 tokens)", f"{rb:.2f} req/s", f"{r1:.2f} req/s", _ratio(rb, r1),
+                    "B: the same server with max_batch=1"))
     a = results.get("audio_frontend")
     ta, lr = _med(a, "torchaudio", "seconds"), _med(a, "librosa", "seconds")
     diff = (a or {}).get("sides", {}).get("torchaudio", {}).get("info", {}).get("max_abs_diff_vs_librosa")

@@ -43,6 +43,10 @@ def measurement_sides(name: str, settings, args: dict[str, Any]):
         from mmgpt.bench import cache
 
         return cache.sides(settings)
+    if name == "serve":
+        from mmgpt.bench import serve
+
+        return serve.sides(settings)
     if name == "scale":
         from mmgpt.bench import scale
 

@@ -8,6 +8,7 @@
     mmgpt caption CHECKPOINT --image/--audio caption files, one line each
     mmgpt chat CHECKPOINT                    chat in the terminal
     mmgpt demo [CHECKPOINT]                  start the gradio demo
+    mmgpt serve CHECKPOINT                   an OpenAI-compatible server (/v1/chat/completions)
     mmgpt bench                              benchmarks against transformers' Llava
     mmgpt convert-weights IN.pth OUT         a pickled weight file you trust -> .safetensors
 
@@ -36,6 +37,7 @@ COMMANDS = {
     "caption": ("caption image and audio files, one line each", "mmgpt.cli.caption"),
     "chat": ("chat with a model in the terminal (/image PATH, /audio PATH)", "mmgpt.chat"),
     "demo": ("start the gradio demo in the browser", "mmgpt.demo.cli"),
+    "serve": ("serve a model over an OpenAI-compatible HTTP API", "mmgpt.serve"),
     "bench": ("benchmark against transformers' Llava at the same size", "mmgpt.bench.cli"),
     "convert-weights": ("convert a pickled weight file you trust (.pth/.bin) to .safetensors", "mmgpt.cli.convert"),
 }
