@@ -122,7 +122,7 @@ def test_models_and_health(served):
 
 
 def test_each_error_has_its_status_and_the_server_goes_on(served, client, monkeypatch):
-    model, app, url, _ = served
+    model, _, url, _ = served
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
     bad = [  # (content or kwargs, message)
