@@ -32,6 +32,10 @@ class CheckpointError(MMGPTError, OSError):
     """A checkpoint directory is missing files, or a file in it is damaged or does not match."""
 
 
+class ExportError(MMGPTError, ValueError):
+    """A model cannot be written in the asked format (a part with no counterpart there)."""
+
+
 class TrainingError(MMGPTError, RuntimeError):
     """A run cannot go on (too many steps with a non-finite loss or gradient); its last
     checkpoint is intact."""
@@ -42,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ContextOverflowError",
     "DataError",
+    "ExportError",
     "InvalidMediaError",
     "MMGPTError",
     "TrainingError",

@@ -9,6 +9,7 @@
     mmgpt chat CHECKPOINT                    chat in the terminal
     mmgpt demo [CHECKPOINT]                  start the gradio demo
     mmgpt serve CHECKPOINT                   an OpenAI-compatible server (/v1/chat/completions)
+    mmgpt export CHECKPOINT OUT --format llava   a folder plain transformers loads
     mmgpt bench                              benchmarks against transformers' Llava
     mmgpt convert-weights IN.pth OUT         a pickled weight file you trust -> .safetensors
 
@@ -38,6 +39,7 @@ COMMANDS = {
     "chat": ("chat with a model in the terminal (/image PATH, /audio PATH)", "mmgpt.chat"),
     "demo": ("start the gradio demo in the browser", "mmgpt.demo.cli"),
     "serve": ("serve a model over an OpenAI-compatible HTTP API", "mmgpt.serve"),
+    "export": ("export a model to a transformers format (llava)", "mmgpt.export"),
     "bench": ("benchmark against transformers' Llava at the same size", "mmgpt.bench.cli"),
     "convert-weights": ("convert a pickled weight file you trust (.pth/.bin) to .safetensors", "mmgpt.cli.convert"),
 }
