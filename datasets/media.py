@@ -281,6 +281,11 @@ def _check_length(name: str, frames: int, sr: int, channels: int, max_seconds: f
                                 f"{MAX_AUDIO_SAMPLES:,} samples mmgpt decodes at most")
 
 
+def _open_soundfile(fp: Any) -> sf.SoundFile:
+    """libsndfile's reader (its own function, so tests can make it fail and reach librosa)."""
+    return sf.SoundFile(fp)
+
+
 def _decode_audio_file(src: Any, name: str, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode a file with libsndfile (librosa for other formats), never more than the cap: the
     header's length is checked first, and reading stops one frame past the cap whatever the
@@ -289,7 +294,7 @@ def _decode_audio_file(src: Any, name: str, max_seconds: float | None = None) ->
     _check_wav_complete(fp, name)
     start = _tell(fp)
     try:
-        with sf.SoundFile(fp) as f:
+        with _open_soundfile(fp) as f:
             sr, channels = int(f.samplerate), int(f.channels)
             _check_length(name, f.frames, sr, channels, max_seconds)
             cap = MAX_AUDIO_SAMPLES // channels if max_seconds is None else math.ceil(max_seconds * sr)

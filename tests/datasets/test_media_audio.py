@@ -171,9 +171,16 @@ def test_librosa_fallback_when_soundfile_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("format not supported")
 
-    monkeypatch.setattr(media.sf, "read", broken)
+    monkeypatch.setattr(media, "_open_soundfile", broken)
     out = load_audio(path, sample_rate=8000)
     np.testing.assert_allclose(out, x, atol=1e-4)
+    # no length to trust in such formats: decoding stops past the cap, never decodes it all
+    with pytest.raises(InvalidMediaError, match=r"0\.25 s long, over the cap max_seconds=0\.1"):
+        load_audio(path, sample_rate=8000, max_seconds=0.1)
+    monkeypatch.setattr(media, "MAX_LIBROSA_SECONDS", 0.1)
+    monkeypatch.setattr(media.sf, "info", broken)  # no header length either
+    with pytest.raises(InvalidMediaError, match="at least 0 s long, over what mmgpt decodes"):
+        media.audio_duration(path)
 
 
 def test_integer_arrays_scaled():
