@@ -337,7 +337,7 @@ def build_app(model, name: str = "mmgpt", *, api_key: str | None = None, media_f
               limits: Limits | None = None, max_batch: int = 16, batch_window_ms: float = 10.0):
     """The FastAPI app serving ``model`` under the id ``name``; ``app.state.batcher`` runs it."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
 
     limits = limits or Limits()
     folder = Path(media_folder).resolve() if media_folder else None
@@ -373,34 +373,41 @@ def build_app(model, name: str = "mmgpt", *, api_key: str | None = None, media_f
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request):
-        import asyncio
-
-        try:
-            raw = await request.body()
-            if len(raw) > limits.max_body_bytes:
-                raise APIError(413, f"the body is over the {limits.max_body_bytes:,}-byte limit")
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise APIError(400, f"the body is not JSON ({e})") from None
-            job = await asyncio.to_thread(to_job, body, limits, folder, model)
-            if job.stream:
-                job.pieces = queue.Queue()
-            batcher.submit(job)
-            if job.stream:
-                return StreamingResponse(_events(job, name), media_type="text/event-stream")
-            done = await asyncio.wrap_future(job.future)
-        except APIError as e:
-            return error(e)
-        except (ContextOverflowError, DataError) as e:
-            return error(APIError(400, str(e)))
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": name, "choices": [{"index": 0, "finish_reason": done.finish_reason,
-                                            "message": {"role": "assistant", "content": done.text}}],
-                "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-                          "total_tokens": done.prompt_tokens + done.completion_tokens}}
+        return await _complete(request, model, name, batcher, limits, folder)
 
     return app
+
+
+async def _complete(request, model, name: str, batcher: Batcher, limits: Limits, folder: Path | None):
+    """One chat completion: parse and check the body, queue the job, answer (or stream) it."""
+    import asyncio
+
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    try:
+        raw = await request.body()
+        if len(raw) > limits.max_body_bytes:
+            raise APIError(413, f"the body is over the {limits.max_body_bytes:,}-byte limit")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"the body is not JSON ({e})") from None
+        job = await asyncio.to_thread(to_job, body, limits, folder, model)
+        if job.stream:
+            job.pieces = queue.Queue()
+        batcher.submit(job)
+        if job.stream:
+            return StreamingResponse(_events(job, name), media_type="text/event-stream")
+        done = await asyncio.wrap_future(job.future)
+    except (ContextOverflowError, DataError) as e:
+        return JSONResponse(APIError(400, str(e)).body(), status_code=400)
+    except APIError as e:
+        return JSONResponse(e.body(), status_code=e.status)
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": name, "choices": [{"index": 0, "finish_reason": done.finish_reason,
+                                        "message": {"role": "assistant", "content": done.text}}],
+            "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+                      "total_tokens": done.prompt_tokens + done.completion_tokens}}
 
 
 def _events(job: Job, name: str) -> Iterator[str]:
