@@ -254,6 +254,8 @@ class ArrayIndex(RowIndex):
 
 
 TAR_BLOCK = 512
+TAR_CHUNK = 1 << 20  # headers are read from 1 MiB windows of the file, never the whole of it
+EMPTY_BLOCK = bytes(TAR_BLOCK)
 
 
 def _tar_number(field: bytes) -> int:
@@ -285,19 +287,23 @@ def tar_members(f: BinaryIO, source: str) -> Iterable[tuple[str, int, int]]:
         DataError: a header whose checksum is wrong, or a tar that ends without its end marker.
     """
     pos, long_name, pax = 0, None, {}
+    window, window_at = b"", 0  # the file from byte window_at on, read a chunk at a time
 
     def read(at: int, n: int) -> bytes:
-        f.seek(at)
-        return f.read(n)
+        nonlocal window, window_at
+        if not window_at <= at or at + n > window_at + len(window):
+            f.seek(at)
+            window, window_at = f.read(max(n, TAR_CHUNK)), at
+        return window[at - window_at: at - window_at + n]
 
     while True:
         header = read(pos, TAR_BLOCK)
         if len(header) < TAR_BLOCK:
             raise DataError(f"{source}: truncated tar (no end-of-archive marker after byte {pos})")
-        if header == b"\0" * TAR_BLOCK:
+        if header == EMPTY_BLOCK:
             return
-        stored = _tar_number(header[148:156])
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):
+        # the checksum counts its own 8 bytes as spaces (8 x 32)
+        if _tar_number(header[148:156]) != sum(header) - sum(header[148:156]) + 256:
             raise DataError(f"{source}: garbled tar header at byte {pos}")
         size, kind = _tar_number(header[124:136]), header[156:157]
         start = pos + TAR_BLOCK
