@@ -107,7 +107,7 @@ def _data_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     out.append(_row("feature_cache", "stage-1 epoch, cached features vs on the fly", _fmt_s(cached), _fmt_s(fly),
                     _ratio(fly, cached), "" if math.isnan(bound) else
                     f"encoder forwards are {enc / fly:.0%} of the uncached epoch (saving only them: {bound:.2f}x); "
-                    "media decoding and hashing remain on both sides"))
+                    "a hit also skips decoding the file; the rest is the decoder's forward and backward"))
     w = results.get("loader")
     w2, w0 = _med(w, "workers_2", "seconds"), _med(w, "workers_0", "seconds")
     info = (w or {}).get("sides", {}).get("workers_2", {}).get("info", {})
