@@ -341,7 +341,7 @@ class TarIndex(RowIndex):
         self.exts: dict[str, int] = {}
         self.files = _Files()
         for path in paths:
-            with path.open("rb", buffering=1 << 20) as f:
+            with path.open("rb", buffering=0) as f:  # tar_members reads 1 MiB windows itself
                 last = None
                 for name, offset, size in tar_members(f, str(path)):
                     key, ext = key_of(name)
