@@ -11,12 +11,13 @@ generating thread that can hold a caller's lock).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from threading import Thread
 from typing import Any, Literal
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from mmgpt.batching import collate, to_device
 from mmgpt.datasets.schema import Sample
@@ -81,7 +82,8 @@ def _generate_kwargs(model, max_new_tokens: int, do_sample: bool, temperature: f
 def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None, num_beams: int = 1,
              min_new_tokens: int | None = None, use_cache: bool = True, repetition_penalty: float | None = None,
-             seed: int | None = None, streamer=None, return_ids: bool = False) -> list[str] | list[list[int]]:
+             seed: int | None = None, streamer=None, return_ids: bool = False,
+             stopping_criteria=None) -> list[str] | list[list[int]]:
     """Generate a continuation for each prompt.
 
     Args:
@@ -102,7 +104,7 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
     ids, _ = generate_ids(model, prompts, mode=mode, max_new_tokens=max_new_tokens, do_sample=do_sample,
                           temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
                           min_new_tokens=min_new_tokens, use_cache=use_cache, repetition_penalty=repetition_penalty,
-                          seed=seed, streamer=streamer)
+                          seed=seed, streamer=streamer, stopping_criteria=stopping_criteria)
     if return_ids:
         return ids
     return [model.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
@@ -113,7 +115,7 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
                  num_beams: int = 1, min_new_tokens: int | None = None, use_cache: bool = True,
                  repetition_penalty: float | None = None, seed: int | None = None,
-                 streamer=None) -> tuple[list[list[int]], list[int]]:
+                 streamer=None, stopping_criteria=None) -> tuple[list[list[int]], list[int]]:
     """:func:`generate`'s token ids (cut at the first stop token) and each prompt's length in
     tokens (media tokens included): what a server reports as usage."""
     if isinstance(prompts, Sample) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
@@ -128,7 +130,7 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
         kw = _generate_kwargs(model, max_new_tokens, do_sample, temperature, top_p, top_k, num_beams,
                               min_new_tokens, use_cache, repetition_penalty)
         out = model.decoder.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                                     streamer=streamer, **kw)  # (B, new tokens)
+                                     streamer=streamer, stopping_criteria=stopping_criteria, **kw)  # (B, new)
     finally:
         model.train(was_training)
     stops = set(model.stop_token_ids) | {model.pad_token_id}
@@ -139,12 +141,23 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
     return ids, batch["attention_mask"].sum(dim=1).tolist()
 
 
+class _Cancel(StoppingCriteria):
+    """Ends a generation once ``event`` is set (the reader of its stream went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def stream_answer(model, prompt: Prompt, lock=None, **kwargs) -> Iterator[str]:
     """Yield the text of one prompt's answer piece by piece as it is generated.
 
     A background thread runs :func:`generate` (holding ``lock`` while it does, so one model can
-    serve several callers one at a time, and an abandoned stream still frees it); an error
-    there is raised here.
+    serve several callers one at a time); a stream closed before its end stops the generation
+    at its next token and waits for it, so nothing runs on for nobody; an error there is raised
+    here.
 
     Args:
         model: an MMGPT.
@@ -152,21 +165,26 @@ def stream_answer(model, prompt: Prompt, lock=None, **kwargs) -> Iterator[str]:
         lock: a lock held around the generation, or None.
         **kwargs: as for :func:`generate`.
     """
+    cancel = threading.Event()
     streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
             with lock if lock is not None else contextlib.nullcontext():
-                generate(model, [prompt], streamer=streamer, **kwargs)
+                generate(model, [prompt], streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel(cancel)]),
+                         **kwargs)
         except BaseException as e:  # re-raised in the caller's thread below
             errors.append(e)
             streamer.end()
 
     thread = Thread(target=run, name="mmgpt-generate", daemon=True)
     thread.start()
-    yield from streamer
-    thread.join()
+    try:
+        yield from streamer
+    finally:  # the caller stopped reading (a stop string, a closed connection): stop generating too
+        cancel.set()
+        thread.join()
     if errors:
         raise errors[0]
 

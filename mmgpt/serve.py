@@ -24,6 +24,7 @@ decoded with mmgpt's safe decoders against the caps before the request is queued
 import argparse
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import queue
@@ -65,6 +66,7 @@ class Limits:
     max_tokens: int = 512
     queue_size: int = 64
     max_messages: int = 256
+    max_media: int = 16  # images and clips in one request (each is also capped)
 
 
 @dataclass
@@ -83,8 +85,8 @@ class Job:
     @property
     def key(self) -> tuple:
         """Jobs with the same key can share one batched generate."""
-        return (self.temperature > 0, round(self.temperature, 6), round(self.top_p, 6)) if self.temperature > 0 \
-            else (False,)
+        sampling = (round(self.temperature, 6), round(self.top_p, 6)) if self.temperature > 0 else ()
+        return (self.max_tokens, *sampling)  # one max_tokens per batch: the same prompt budget for each
 
 
 @dataclass
@@ -151,15 +153,21 @@ class Batcher:
 
     def _loop(self) -> None:
         while True:
-            batch = self._take()
-            streamed = [j for j in batch if j.stream]
-            groups: dict[tuple, list[Job]] = {}
-            for job in batch:
-                if not job.stream:
-                    groups.setdefault(job.key, []).append(job)
-            for jobs in groups.values():
-                self._run(jobs)
-            for job in streamed:
+            try:
+                self._serve(self._take())
+            except Exception:  # never let the one worker die: the server would hang
+                log.exception("serving a batch failed")
+
+    def _serve(self, batch: list[Job]) -> None:
+        """Run a batch: jobs of one key in one generate each, streamed jobs alone."""
+        groups: dict[tuple, list[Job]] = {}
+        for job in batch:
+            if not job.stream:
+                groups.setdefault(job.key, []).append(job)
+        for jobs in groups.values():
+            self._run(jobs)
+        for job in batch:
+            if job.stream:
                 self._stream(job)
 
     def _run(self, jobs: list[Job]) -> None:
@@ -171,11 +179,16 @@ class Batcher:
                 self.model, [j.messages for j in jobs], max_new_tokens=max(j.max_tokens for j in jobs),
                 do_sample=first.temperature > 0, temperature=first.temperature or 1.0, top_p=first.top_p)
             self.batches.append(len(jobs))
-        except Exception as e:  # every job of the batch gets the error
-            for job in jobs:
-                job.future.set_exception(e)
+        except Exception as e:
+            if len(jobs) > 1:  # one job's prompt may be the cause: answer each alone
+                for job in jobs:
+                    self._run([job])
+            elif not first.future.done():
+                first.future.set_exception(e)
             return
         for job, row, n in zip(jobs, ids, prompt_lengths):
+            if job.future.done():  # cancelled by its client
+                continue
             row = row[: job.max_tokens]
             text = self.model.tokenizer.decode(row, skip_special_tokens=True).strip()
             text, stopped = cut_at_stop(text, job.stop)
@@ -185,24 +198,26 @@ class Batcher:
     def _stream(self, job: Job) -> None:
         from mmgpt.generation import stream_answer
 
-        text, sent, n, stopped = "", 0, 0, False
-        hold = max((len(s) for s in job.stop), default=1) - 1  # the tail that may begin a stop string
+        text, sent, stopped = "", 0, False
+        hold = max([len(s) - 1 for s in job.stop] + [0])  # the tail that may begin a stop string
         try:
-            for piece in stream_answer(self.model, job.messages, max_new_tokens=job.max_tokens,
-                                       do_sample=job.temperature > 0, temperature=job.temperature or 1.0,
-                                       top_p=job.top_p):
-                n += 1
-                text, stopped = cut_at_stop(text + piece, job.stop)
-                ready = len(text) if stopped else max(sent, len(text) - hold)
-                if ready > sent:
-                    job.pieces.put(text[sent:ready])
-                    sent = ready
-                if stopped:
-                    break
+            pieces = stream_answer(self.model, job.messages, max_new_tokens=job.max_tokens,
+                                   do_sample=job.temperature > 0, temperature=job.temperature or 1.0, top_p=job.top_p)
+            with contextlib.closing(pieces):  # closed at a stop string: the generation stops too
+                for piece in pieces:
+                    text, stopped = cut_at_stop(text + piece, job.stop)
+                    ready = len(text) if stopped else max(sent, len(text) - hold)
+                    if ready > sent:
+                        job.pieces.put(text[sent:ready])
+                        sent = ready
+                    if stopped:
+                        break
             if len(text) > sent:
                 job.pieces.put(text[sent:])
             self.batches.append(1)
-            job.future.set_result(Completion(text, "stop" if stopped or n < job.max_tokens else "length", 0, n))
+            tokens = len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+            reason = "stop" if stopped or tokens < job.max_tokens else "length"
+            job.future.set_result(Completion(text, reason, 0, tokens))
         except Exception as e:
             job.future.set_exception(e)
         finally:
@@ -272,6 +287,11 @@ def to_messages(raw: Any, limits: Limits, media_folder: Path | None, modalities:
     """
     if not isinstance(raw, list) or not raw or len(raw) > limits.max_messages:
         raise APIError(400, f"messages must be a list of 1 to {limits.max_messages} messages", param="messages")
+    media = sum(1 for m in raw if isinstance(m, dict) and isinstance(m.get("content"), list)
+                for p in m["content"] if isinstance(p, dict) and p.get("type") in ("image_url", "input_audio"))
+    if media > limits.max_media:
+        raise APIError(400, f"the request has {media} images and clips; the server takes at most {limits.max_media}",
+                       param="messages")
     out = []
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
@@ -316,20 +336,23 @@ def to_job(body: Any, limits: Limits, media_folder: Path | None, model) -> Job:
         raise APIError(400, "the body must be a JSON object")
     if body.get("n", 1) != 1:
         raise APIError(400, "only n=1 is supported", param="n")
+    most = min(limits.max_tokens, model.config.max_length - 1)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    max_tokens = limits.max_tokens if max_tokens is None else max_tokens
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens:
-        raise APIError(400, f"max_tokens must be an integer from 1 to {limits.max_tokens}, got {max_tokens!r}",
-                       param="max_tokens")
+    max_tokens = min(most, model.config.max_length // 2) if max_tokens is None else max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= most:
+        raise APIError(400, f"max_tokens must be an integer from 1 to {most}, got {max_tokens!r}", param="max_tokens")
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-        raise APIError(400, "stop must be a string or a list of at most 4 strings", param="stop")
+    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+        raise APIError(400, "stop must be a non-empty string or a list of at most 4 of them", param="stop")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise APIError(400, f"stream must be true or false, got {stream!r}", param="stream")
     audio = model.encoders["audio"] if "audio" in model.encoders else None  # noqa: SIM401 (an nn.ModuleDict)
     sample_rate = audio.load_options()["sample_rate"] if audio is not None else 16_000
     messages = to_messages(body.get("messages"), limits, media_folder, tuple(model.config.modalities), sample_rate)
     return Job(messages, max_tokens, _number(body, "temperature", 1.0, 0.0, 2.0), _number(body, "top_p", 1.0, 0.0, 1.0),
-               stop, bool(body.get("stream", False)))
+               stop, stream)
 
 
 # ---------------------------------------------------------------------------------- app
@@ -385,9 +408,11 @@ async def _complete(request, model, name: str, batcher: Batcher, limits: Limits,
     from fastapi.responses import JSONResponse, StreamingResponse
 
     try:
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            raise APIError(413, f"the body is over the {limits.max_body_bytes:,}-byte limit")
+        raw = b""
+        async for chunk in request.stream():  # read no further than the limit (chunked bodies have no length)
+            raw += chunk
+            if len(raw) > limits.max_body_bytes:
+                raise APIError(413, f"the body is over the {limits.max_body_bytes:,}-byte limit")
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

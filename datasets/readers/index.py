@@ -256,6 +256,7 @@ class ArrayIndex(RowIndex):
 TAR_BLOCK = 512
 TAR_CHUNK = 1 << 20  # headers are read from 1 MiB windows of the file, never the whole of it
 EMPTY_BLOCK = bytes(TAR_BLOCK)
+TAR_HEADER_MAX = 1 << 20  # GNU long names and pax records are read whole: cap them
 
 
 def _tar_number(field: bytes) -> int:
@@ -307,6 +308,9 @@ def tar_members(f: BinaryIO, source: str) -> Iterable[tuple[str, int, int]]:
             raise DataError(f"{source}: garbled tar header at byte {pos}")
         size, kind = _tar_number(header[124:136]), header[156:157]
         start = pos + TAR_BLOCK
+        if kind in (b"L", b"K", b"x", b"g") and size > TAR_HEADER_MAX:
+            raise DataError(f"{source}: a {size:,}-byte name or pax header at byte {pos}, over the "
+                            f"{TAR_HEADER_MAX:,}-byte cap")
         if kind == b"L":
             long_name = read(start, size).rstrip(b"\0").decode("utf-8", "replace")
         elif kind in (b"x", b"g"):

@@ -59,6 +59,20 @@ def media_kind(ext: str) -> str | None:
     return "image" if last in IMAGE_EXTS else "audio" if last in AUDIO_EXTS else None
 
 
+MAX_HEADER_BYTES = 1 << 20  # GNU long names and pax records, which tarfile reads whole
+
+
+class CappedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses a long-name or pax record over :data:`MAX_HEADER_BYTES` before
+    tarfile reads it into memory (a small compressed shard could declare gigabytes)."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                         tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(f"a {self.size:,}-byte name or pax header, over the {MAX_HEADER_BYTES:,}-byte cap")
+        return super()._proc_member(tarfile_)
+
+
 def iter_groups(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """Group a streamed tar's regular files into ``(key, [(ext, data), ...])``, in tar order.
 
@@ -187,7 +201,7 @@ class WebDatasetReader(Reader):
     def _read_file(self, path: Path) -> Iterator[Sample | DataError]:
         ignored: set[str] = set()
         try:
-            with tarfile.open(path, mode="r|*") as tar:
+            with tarfile.open(path, mode="r|*", tarinfo=CappedTarInfo) as tar:
                 for key, members in iter_groups(tar):
                     where = f"{path}:{key}"
                     try:

@@ -68,6 +68,8 @@ def export(model_dir: str | Path, out: str | Path, fmt: str = "llava") -> Path:
     model = load(model_dir).eval()
     llava.check(model)  # before anything is written
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise ConfigError(f"{out} exists and is not an earlier export; name a new folder (it is replaced whole)")
     with atomic_dir(out) as tmp:
         llava.export(model, tmp)
         (tmp / "README.md").write_text(model_card(model, Path(model_dir), fmt))

@@ -147,7 +147,8 @@ def stream_batches(source: ShardStream, plan: StreamPlan, stream: int, start: Po
             except MMGPTError as e:
                 if source.on_error != "skip":
                     raise
-                bad.append((str(e), str(e)))
+                # keyed by the sample, so one bad sample counts once and many count as many
+                bad.append((getattr(got, "source", None) or str(e), str(e)))
                 failing_since = pos[0] if failing_since is None else failing_since
                 if pos[0] >= failing_since + 2:  # epoch failing_since + 1 went by without a good sample
                     raise DataError(f"stream {stream}: every sample of epoch {failing_since + 1} failed; "

@@ -66,6 +66,29 @@ def test_a_tar_bomb_is_a_bad_key_read_in_bounded_memory(tmp_path):
         list(read_webdataset(bomb))
 
 
+def test_a_huge_long_name_header_is_refused_unread(tmp_path):
+    """tarfile reads GNU long-name and pax records whole: a 300 MiB one is refused from its header."""
+    bomb = tmp_path / "names.tar.gz"
+    with tarfile.open(bomb, "w:gz", compresslevel=1, format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("././@LongLink")
+        info.type, info.size = tarfile.GNUTYPE_LONGNAME, 300 * MiB
+        tar.addfile(info, Zeros(info.size))
+        ok = tarfile.TarInfo("k.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"hi"))
+    got, peak = peak_mib(lambda: list(read_webdataset(bomb, on_error="skip")))
+    assert got == [] and peak < 16, peak
+    with pytest.raises(DataError, match="314,572,800-byte name or pax header"):
+        list(read_webdataset(bomb))
+    plain = tmp_path / "names.tar"
+    with tarfile.open(plain, "w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("././@LongLink")
+        info.type, info.size = tarfile.GNUTYPE_LONGNAME, 2 * MiB
+        tar.addfile(info, Zeros(info.size))
+    with pytest.raises(DataError, match="2,097,152-byte name or pax header"):
+        read_webdataset(plain).index()
+
+
 def test_a_big_member_of_a_plain_tar_is_refused_from_its_index_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(wds, "MAX_MEMBER_BYTES", 1 * MiB)
     shard = tmp_path / "s.tar"

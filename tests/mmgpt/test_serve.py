@@ -114,6 +114,19 @@ def test_a_streamed_answer_joins_into_the_answer_and_stop_strings_cut(served, cl
         whole[: whole.index(stop)]
 
 
+def test_default_max_tokens_fits_the_context_and_a_closed_stream_stops_generating(served, client):
+    from mmgpt.generation import stream_answer
+
+    model = served[0]
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=0)
+    assert r.choices[0].message.content  # no max_tokens: the server's own cap, within the context
+    pieces = stream_answer(model, [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                           max_new_tokens=100)
+    next(pieces), next(pieces)
+    pieces.close()  # a stop string, or a client gone
+    assert not [t for t in threading.enumerate() if t.name == "mmgpt-generate"]
+
+
 def test_models_and_health(served):
     url = served[2]
     assert httpx.get(url.removesuffix("/v1") + "/health").json() == {"status": "ok"}
@@ -143,6 +156,11 @@ def test_each_error_has_its_status_and_the_server_goes_on(served, client, monkey
         ask(client, "hi", max_tokens=17)
     with pytest.raises(openai.BadRequestError, match="only n=1"):
         ask(client, "hi", n=2)
+    with pytest.raises(openai.BadRequestError, match="non-empty string"):
+        ask(client, "hi", stop=[""])
+    many = [{"type": "image_url", "image_url": {"url": png_url(make_image(i, size=8))}} for i in range(17)]
+    with pytest.raises(openai.BadRequestError, match="17 images and clips; the server takes at most 16"):
+        ask(client, many)
     with pytest.raises(openai.APIStatusError, match="over the 1,048,576-byte limit") as info:
         ask(client, "x" * (2**20 + 10))
     assert info.value.status_code == 413

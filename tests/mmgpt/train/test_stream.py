@@ -144,6 +144,17 @@ def test_bad_keys_are_skipped_and_counted_or_stop_the_run(tmp_path):
     assert all(len(b) == 2 for _, batches, _ in steps for b in batches)
     with pytest.raises(DataError, match="not valid JSON"):
         run_steps(loader(ShardStream(read_webdataset(glob)), streams=2, batch=2, accum=1), 0, 10)
+    # failures that do not name their sample (a media decoder's) still count once per sample
+    def picky(sample):
+        if sample.meta["key"].endswith(("k1", "k3")):
+            raise DataError("image <bytes> cannot be decoded")
+        return sample.meta["key"]
+
+    fine = ShardStream(read_webdataset(text_shards(tmp_path / "fine", 2, 6), on_error="skip"))
+    plan = StreamPlan(2, streams=2, seed=2, buffer=4)
+    steps = list(StreamLoader(fine, plan, picky, list, 2, 1).steps(0, 6))  # a pass and more over each stream
+    keys = {key for _, _, bad in steps for key, _ in bad}
+    assert len(keys) == 4 and all(k.endswith(("k1", "k3")) for k in keys)
     every = ShardStream(read_webdataset(text_shards(tmp_path / "all", 1, 3, bad={"s0k0", "s0k1", "s0k2"}),
                                         on_error="skip"))
     with pytest.raises(DataError, match="every sample of epoch"):
