@@ -93,3 +93,16 @@ def test_a_model_that_does_not_map_is_refused_naming_the_part(tmp_path, preset, 
     with pytest.raises(ExportError, match=part):
         export(tmp_path / "m", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path):
+    from mmgpt.errors import ConfigError
+
+    MMGPT.from_config("llava", overrides=SMALL).save_pretrained(tmp_path / "m")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not an earlier export"):
+        export(tmp_path / "m", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    export(tmp_path / "m", tmp_path / "out")
+    export(tmp_path / "m", tmp_path / "out")  # an earlier export is replaced
