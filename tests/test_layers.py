@@ -26,7 +26,7 @@ ALLOWED = {
     "core": {"errors", "config", "datasets", "encoders", "core"},
     "apps": {"errors", "config", "datasets", "encoders", "core", "apps"},
 }
-CONFIG = {"mmgpt.config", "mmgpt.resources"}
+CONFIG = {"mmgpt.config", "mmgpt.config_values", "mmgpt.resources"}
 CORE = {"mmgpt", "mmgpt.tokenizer", "mmgpt.modalities", "mmgpt.adapters", "mmgpt.decoder", "mmgpt.processor",
         "mmgpt.batching", "mmgpt.feature_cache", "mmgpt.model", "mmgpt.generation", "mmgpt.precision",
         "mmgpt.safe_io", "mmgpt.pretrained"}
