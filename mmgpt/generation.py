@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from threading import Thread
 from typing import Any, Literal
 
 import torch
@@ -178,7 +177,7 @@ def stream_answer(model, prompt: Prompt, lock=None, **kwargs) -> Iterator[str]:
             errors.append(e)
             streamer.end()
 
-    thread = Thread(target=run, name="mmgpt-generate", daemon=True)
+    thread = threading.Thread(target=run, name="mmgpt-generate", daemon=True)
     thread.start()
     try:
         yield from streamer
