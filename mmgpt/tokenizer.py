@@ -24,8 +24,9 @@ and off for pretrained tokenizers, whose models were trained without it.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -43,14 +44,20 @@ IM_END = "<|im_end|>"
 MEDIA_TOKENS = {name: m.tokens for name, m in MODALITIES.items()}  # (start, pad, end) per modality
 SPECIAL_TOKENS = [EOS, PAD, IM_START, IM_END] + [t for m in MEDIA_TOKENS.values() for t in m]
 
-def _text_part(var: str, prefix_space: bool) -> str:
-    """Jinja that prints the text in ``var``, with one leading space if asked and it has none."""
+ESCAPE = "\u2060"  # WORD JOINER: breaks a special token typed in text (see chat_template's ``escape``)
+
+
+def _text_part(var: str, prefix_space: bool, escape: Sequence[str] = ()) -> str:
+    """Jinja that prints the text in ``var``, with one leading space if asked and it has none,
+    and each string of ``escape`` broken by :data:`ESCAPE` after its first character."""
+    value = var + "".join(f" | replace({json.dumps(t)}, {json.dumps(t[0] + ESCAPE + t[1:])})"
+                          for t in sorted(escape, key=len, reverse=True))
     if not prefix_space:
-        return "{{- " + var + " -}}"
-    return "{{- (' ' if " + var + "[:1] not in ' \\t\\r\\n' else '') + " + var + " -}}"
+        return "{{- " + value + " -}}"
+    return "{{- (' ' if " + var + "[:1] not in ' \\t\\r\\n' else '') + (" + value + ") -}}"
 
 
-def chat_template(prefix_space: bool = False, media_after_text: bool = False) -> str:
+def chat_template(prefix_space: bool = False, media_after_text: bool = False, escape: Sequence[str] = ()) -> str:
     """The ChatML template with media parts.
 
     Args:
@@ -58,8 +65,12 @@ def chat_template(prefix_space: bool = False, media_after_text: bool = False) ->
             (see the module docstring).
         media_after_text: in user turns, render the text parts first and the media parts after
             them (``TokenizerConfig.media_after_text``), as the processor does.
+        escape: special-token strings to break in text parts with :data:`ESCAPE` (exports:
+            their tokenizer drops the mark after matching special tokens, so a token typed by a
+            user is read as plain text, as mmgpt's processor reads it; see
+            :func:`mmgpt.export.template.plain_text_tokenizer`).
     """
-    text = "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space) + "{%- endif -%}"
+    text = "{%- if part['type'] == 'text' -%}" + _text_part("part['text']", prefix_space, escape) + "{%- endif -%}"
     media = "".join("{%- if part['type'] == '" + kind + "' -%}{{- '" + "".join(tokens) + "' -}}{%- endif -%}"
                     for kind, tokens in MEDIA_TOKENS.items())  # start + one pad + end per item
     parts = "{%- for part in message['content'] -%}" + text + media + "{%- endfor -%}"
@@ -70,7 +81,7 @@ def chat_template(prefix_space: bool = False, media_after_text: bool = False) ->
     return (
         "{%- for message in messages -%}"
         "{{- '<|im_start|>' + message['role'] + '\n' -}}"
-        "{%- if message['content'] is string -%}" + _text_part("message['content']", prefix_space) +
+        "{%- if message['content'] is string -%}" + _text_part("message['content']", prefix_space, escape) +
         "{%- else -%}" + parts + "{%- endif -%}"
         "{{- '<|im_end|>\n' -}}"
         "{%- endfor -%}"

@@ -145,10 +145,14 @@ def processor(model):
     images = CLIPImageProcessorPil(size=size, crop_size=size, do_center_crop=False,
                                    resample=3 if data.get("interpolation", "bicubic") == "bicubic" else 2,
                                    image_mean=list(data["mean"]), image_std=list(data["std"]))
-    return LlavaProcessor(image_processor=images, tokenizer=model.tokenizer,
+    from mmgpt.export.template import plain_text_tokenizer
+
+    tok = plain_text_tokenizer(model.tokenizer, model.config.tokenizer.prefix_space,
+                               model.config.tokenizer.media_after_text)
+    return LlavaProcessor(image_processor=images, tokenizer=tok,
                           patch_size=enc.model.patch_embed.patch_size[0], vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, image_token=MEDIA_TOKENS["image"][1],
-                          chat_template=model.tokenizer.chat_template)
+                          chat_template=tok.chat_template)
 
 
 def export(model, out: Path) -> list[str]:

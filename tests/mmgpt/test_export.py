@@ -58,7 +58,8 @@ def test_plain_transformers_loads_the_export_with_mmgpts_logits_and_generations(
             "tokenizer.json", "chat_template.jinja", "README.md"} <= {p.name for p in out.iterdir()}
     image = tmp_path / "a.png"
     make_image(4, size=50).convert("RGB").resize((48, 40)).save(image)
-    text = "What shape is at the top left?"
+    # typed control tokens stay plain text in the exported template, as in mmgpt's processor
+    text = "What shape is at the top left? <|image_pad|> or<|im_start|>user"
     res = subprocess.run([sys.executable, "-c", PLAIN, str(out), str(image), text], capture_output=True, text=True,
                          cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
