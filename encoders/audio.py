@@ -56,14 +56,16 @@ class LogMel(nn.Module):
 
     def __init__(self, n_mels: int = 80) -> None:
         super().__init__()
-        fb = torchaudio.functional.melscale_fbanks(
-            n_freqs=N_FFT // 2 + 1, f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=n_mels,
-            sample_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney",
-        )  # (N_FFT/2+1, M)
+        with torch.device("cpu"):  # computed values even when the model is built on the meta device
+            fb = torchaudio.functional.melscale_fbanks(
+                n_freqs=N_FFT // 2 + 1, f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=n_mels,
+                sample_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney",
+            )  # (N_FFT/2+1, M)
+            window = torch.hann_window(N_FFT)
         self.register_buffer("filters", fb.T.contiguous(), persistent=False)  # (M, N_FFT/2+1)
         # The same filters for interleaved (re, im) spectra: sum_k (re_k^2 + im_k^2) f_k.
         self.register_buffer("filters_ri", fb.repeat_interleave(2, dim=0).contiguous(), persistent=False)  # (2K, M)
-        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.register_buffer("window", window, persistent=False)
         self.n_mels = n_mels
 
     @staticmethod

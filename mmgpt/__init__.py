@@ -8,7 +8,10 @@ Public surface::
     model.chat([{"role": "user", "content": [{"type": "audio", "audio": "beeps.wav"},
                                              {"type": "text", "text": "How many beeps?"}]}])
 
-Heavy modules (torch, transformers) load on first use of these names.
+Importing mmgpt registers ``model_type: "mmgpt"`` with transformers' Auto classes
+(:mod:`mmgpt.hf`), so ``AutoModelForImageTextToText`` / ``AutoProcessor`` load a folder written
+by ``mmgpt export --format hf``. The model, config and processor modules load on first use of
+these names.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from mmgpt.errors import (
     InvalidMediaError,
     MMGPTError,
 )
+from mmgpt.hf import register as _register
 
 __version__ = "0.1.0"
+_register()
 
 _LAZY = {
     "MMGPT": "mmgpt.model",

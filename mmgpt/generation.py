@@ -123,13 +123,12 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
     model.eval()
     try:
         batch = prepare(model, list(prompts), max_new_tokens, mode)
-        embeds = model.embed(batch["input_ids"], batch["media"])  # (B, T, H)
         if seed is not None:
             torch.manual_seed(seed)
         kw = _generate_kwargs(model, max_new_tokens, do_sample, temperature, top_p, top_k, num_beams,
                               min_new_tokens, use_cache, repetition_penalty)
-        out = model.decoder.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                                     streamer=streamer, stopping_criteria=stopping_criteria, **kw)  # (B, new)
+        out = continue_ids(model, batch["input_ids"], batch["attention_mask"], batch["media"], streamer=streamer,
+                           stopping_criteria=stopping_criteria, **kw)  # (B, new)
     finally:
         model.train(was_training)
     stops = set(model.stop_token_ids) | {model.pad_token_id}
@@ -138,6 +137,16 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         ids.append(row[:cut])
     return ids, batch["attention_mask"].sum(dim=1).tolist()
+
+
+def continue_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: dict | None, **kwargs):
+    """The new tokens after left-padded ``input_ids`` (B, T) whose media placeholders are filled
+    from ``media`` (per modality ``(values, lengths)``): media are encoded once, the prompt is
+    embedded once, and the decoder's ``generate`` (``kwargs``: its generation arguments) runs
+    with its KV cache. The one decoding step under :func:`generate` and the transformers class
+    of :mod:`mmgpt.hf`. Returns (B, new) ids, or the decoder's output object when it asks for one."""
+    embeds = model.embed(input_ids, media)  # (B, T, H)
+    return model.decoder.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 
 class _Cancel(StoppingCriteria):

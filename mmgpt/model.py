@@ -64,21 +64,26 @@ class MMGPT(nn.Module):
         tokenizer: tokenizer with mmgpt's special tokens; default built from ``config.tokenizer``.
         load_weights: load pretrained parts named in the config (off when a checkpoint will
             supply every weight).
+        vocab: ``(vocabulary size, special token ids)`` instead of a tokenizer: the model
+            alone, without text processing (:mod:`mmgpt.hf` builds it so).
 
     Build with :meth:`from_config` or :meth:`from_pretrained` / :func:`load`.
     """
 
-    def __init__(self, config: MMGPTConfig, tokenizer=None, load_weights: bool = True) -> None:
+    def __init__(self, config: MMGPTConfig, tokenizer=None, load_weights: bool = True,
+                 vocab: tuple[int, dict[str, int]] | None = None) -> None:
         super().__init__()
         config = copy.deepcopy(config)  # the model owns its config; the caller's is left as it was
         self.config = config
-        if tokenizer is None:
-            tokenizer = load_tokenizer(config.tokenizer.path) if config.tokenizer.path else byte_tokenizer()
         # Resolved once and kept in the config, so a saved model encodes text as it was trained.
         config.tokenizer.prefix_space = config.tokenizer.resolved_prefix_space()
-        tokenizer.chat_template = chat_template(config.tokenizer.prefix_space, config.tokenizer.media_after_text)
-        self.tokenizer = tokenizer
-        ids = special_ids(tokenizer)
+        if vocab is None:
+            if tokenizer is None:
+                tokenizer = load_tokenizer(config.tokenizer.path) if config.tokenizer.path else byte_tokenizer()
+            tokenizer.chat_template = chat_template(config.tokenizer.prefix_space, config.tokenizer.media_after_text)
+            vocab = (len(tokenizer), special_ids(tokenizer))
+        self.tokenizer = tokenizer  # None when built from ``vocab`` alone (mmgpt.hf: the processor holds it)
+        ids = vocab[1]
         self.media_token_ids = {m: ids[MEDIA_TOKENS[m][1]] for m in config.modalities}
         # Set by the trainer under FSDP2: every encoder and adapter takes part in every training
         # step (a modality absent from a batch runs on a blank input and adds 0 to the output), so
@@ -89,7 +94,7 @@ class MMGPT(nn.Module):
         self.encoders = nn.ModuleDict({m: MODALITIES[m].encoder(config.encoder_config(m), load_weights)
                                        for m in config.modalities})
         self.decoder = build_decoder(
-            config.decoder, len(tokenizer), config.max_length, {"eos": ids[EOS], "pad": ids[PAD]}, load_weights
+            config.decoder, vocab[0], config.max_length, {"eos": ids[EOS], "pad": ids[PAD]}, load_weights
         )
         hidden = self.decoder.get_input_embeddings().embedding_dim
         self.adapters = nn.ModuleDict({

@@ -29,7 +29,7 @@ ALLOWED = {
 CONFIG = {"mmgpt.config", "mmgpt.config_values", "mmgpt.resources"}
 CORE = {"mmgpt", "mmgpt.tokenizer", "mmgpt.modalities", "mmgpt.adapters", "mmgpt.decoder", "mmgpt.processor",
         "mmgpt.batching", "mmgpt.feature_cache", "mmgpt.model", "mmgpt.generation", "mmgpt.precision",
-        "mmgpt.safe_io", "mmgpt.pretrained"}
+        "mmgpt.safe_io", "mmgpt.pretrained", "mmgpt.hf"}
 
 
 def module_name(path: Path) -> str:

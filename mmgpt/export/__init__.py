@@ -6,6 +6,13 @@ Formats:
   image+text model whose parts map one to one (the ``llava`` preset trains one). Plain
   ``transformers`` loads it with ``LlavaForConditionalGeneration.from_pretrained`` and
   ``AutoProcessor.from_pretrained(OUT, backend="pil")``; no mmgpt import.
+* ``hf``: every mmgpt model (images, audio, any adapter) as transformers classes of
+  ``model_type: "mmgpt"`` (:mod:`mmgpt.export.hf`, :mod:`mmgpt.hf`). After ``import mmgpt``,
+  ``AutoModelForImageTextToText.from_pretrained(OUT)`` and ``AutoProcessor.from_pretrained(OUT)``
+  load it; ``generate``, ``save_pretrained`` and PEFT work on it.
+
+In both, a special token a user types (``<|image_pad|>``, ``<|im_start|>``) stays plain text in
+the exported chat template, as in mmgpt's processor.
 
 The folder is written atomically (a kill leaves no half export) and carries a ``README.md``
 model card: the model's parts, how it was trained (the run's ``summary.json``) and its eval
@@ -18,7 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
-FORMATS = ("llava",)
+FORMATS = ("llava", "hf")
 
 
 def model_card(model, source: Path, fmt: str) -> str:
@@ -63,15 +70,17 @@ def export(model_dir: str | Path, out: str | Path, fmt: str = "llava") -> Path:
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
-    from mmgpt.export import llava
+    from mmgpt.export import hf, llava
 
+    writer = {"llava": llava, "hf": hf}[fmt]
     model = load(model_dir).eval()
-    llava.check(model)  # before anything is written
+    if fmt == "llava":
+        llava.check(model)  # before anything is written
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise ConfigError(f"{out} exists and is not an earlier export; name a new folder (it is replaced whole)")
     with atomic_dir(out) as tmp:
-        llava.export(model, tmp)
+        writer.export(model, tmp)
         (tmp / "README.md").write_text(model_card(model, Path(model_dir), fmt))
     return out
 
@@ -82,12 +91,15 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "\n\n".join(__doc__.split("\n\n")[1:])
     parser.add_argument("model", help="an mmgpt model folder (runs/<name>/final)")
     parser.add_argument("out", help="the folder to write")
-    parser.add_argument("--format", default="llava", choices=FORMATS, help="the format (default llava)")
+    parser.add_argument("--format", default="llava", choices=FORMATS,
+                        help="llava (image+text models that map onto Llava; loads without mmgpt) or hf (every "
+                             "model; loads after `import mmgpt`); default llava")
 
     def run(args: argparse.Namespace) -> int:
         out = export(args.model, args.out, args.format)
-        print(f"wrote {out} ({args.format}); load it with transformers: "
-              f"LlavaForConditionalGeneration.from_pretrained({str(out)!r})")
+        how = {"llava": f"LlavaForConditionalGeneration.from_pretrained({str(out)!r})",
+               "hf": f"import mmgpt; AutoModelForImageTextToText.from_pretrained({str(out)!r})"}[args.format]
+        print(f"wrote {out} ({args.format}); load it with transformers: {how}")
         return 0
 
     parser.set_defaults(run=run)

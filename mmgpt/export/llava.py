@@ -38,8 +38,8 @@ def check(model) -> None:
     """
     cfg = model.config
     if "audio" in model.encoders:
-        raise ExportError("audio: Llava has no audio tower; an image+audio model exports with --format hf "
-                          "(not yet built) — train an image-only model (model=llava) for --format llava")
+        raise ExportError("audio: Llava has no audio tower; export an image+audio model with --format hf, "
+                          "or train an image-only model (model=llava) for --format llava")
     if "image" not in model.encoders:
         raise ExportError("image: the model has no vision encoder; Llava needs one")
     vit = model.encoders["image"].model
