@@ -79,6 +79,10 @@ class Plan:
     eval: EvalPlan = field(default_factory=EvalPlan)
     threads: int | None = None
     steps_per_stage: int | None = None  # replaces every stage's max_steps (a smoke run: steps_per_stage=2)
+    # One seed for the generated data and every stage's initialisation and sample order (None:
+    # data.seed and the recipes' own seeds, 0).
+    seed: int | None = None
+    precision: str | None = None  # auto / bf16 / fp32 for every stage and the evaluation (None: auto)
 
 
 def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
@@ -90,6 +94,10 @@ def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
     plan = from_dict(Plan, apply_overrides(read_yaml(path, "plan"), overrides))
     if not plan.stages:
         raise ConfigError(f"{path}: no stages")
+    if plan.precision not in (None, "auto", "bf16", "fp32"):
+        raise ConfigError(f"{path}: precision must be auto, bf16 or fp32, got {plan.precision!r}")
+    if plan.seed is not None:
+        plan.data.seed = plan.seed
     return plan
 
 
@@ -127,6 +135,18 @@ def data_overrides(plan: Plan, generated: Path | None) -> list[str]:
     return out
 
 
+def stage_overrides(plan: Plan, stage: StagePlan, generated: Path | None, previous: Path | None) -> list[str]:
+    """The overrides of one stage's recipe: the plan's places, data, threads, seed and precision,
+    where it starts (the previous stage's model, or the preset), then the stage's own."""
+    common = [f"out_dir={plan.out_dir}", *data_overrides(plan, generated)]
+    if plan.threads:
+        common.append(f"threads={plan.threads}")
+    common += [f"{k}={v}" for k, v in (("seed", plan.seed), ("precision", plan.precision)) if v is not None]
+    start = [f"init_from={previous}"] if previous is not None else [f"model={plan.model}", "init_from=null"]
+    cap = [f"max_steps={plan.steps_per_stage}"] if plan.steps_per_stage else []
+    return [*common, *start, *stage.overrides, *cap]
+
+
 def run_stages(plan: Plan, generated: Path | None) -> tuple[Path, list[dict]]:
     """Train every stage in order; returns the last final model and per-stage statistics."""
     from mmgpt.train import TrainConfig, train
@@ -134,12 +154,7 @@ def run_stages(plan: Plan, generated: Path | None) -> tuple[Path, list[dict]]:
     previous: Path | None = None
     stats = []
     for i, stage in enumerate(plan.stages, 1):
-        common = [f"out_dir={plan.out_dir}", *data_overrides(plan, generated)]
-        if plan.threads:
-            common.append(f"threads={plan.threads}")
-        start = [f"init_from={previous}"] if previous is not None else [f"model={plan.model}", "init_from=null"]
-        cap = [f"max_steps={plan.steps_per_stage}"] if plan.steps_per_stage else []
-        cfg = TrainConfig.from_yaml(stage.recipe, [*common, *start, *stage.overrides, *cap])
+        cfg = TrainConfig.from_yaml(stage.recipe, stage_overrides(plan, stage, generated, previous))
         banner(f"stage {i}/{len(plan.stages)}: {cfg.stage} ({Path(stage.recipe).name})")
         t0 = time.time()
         previous = train(cfg)
@@ -162,7 +177,7 @@ def evaluate_final(model, plan: Plan, generated: Path | None, name: str):
         data, folder = generated / f"{plan.eval.split}.jsonl", None
     if data is None:
         return None
-    amp = resolve_precision("auto", model.device, tokens=plan.eval.batch_size * 64, **model_widths(model))
+    amp = resolve_precision(plan.precision or "auto", model.device, tokens=plan.eval.batch_size * 64, **model_widths(model))
     with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         return evaluate(model, data, limit=plan.eval.limit, batch_size=plan.eval.batch_size, media_folder=folder,
                         out_dir=Path(plan.out_dir) / "eval", name=name)

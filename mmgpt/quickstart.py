@@ -72,9 +72,13 @@ def add_cli(p: argparse.ArgumentParser) -> None:
                      "overrides, e.g. `mmgpt quickstart data.train=5000`, or give your own with --plan.")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the quickstart plan")
     p.add_argument("--plan", default=PLAN, help="plan YAML, or a shipped plan's name (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the generated data and of every stage's initialisation and sample order "
+                        "(default: the plan's, 0)")
 
     def run(a: argparse.Namespace) -> int:
-        quickstart(load_plan(a.plan, a.overrides))
+        overrides = [*a.overrides, *([f"seed={a.seed}"] if a.seed is not None else [])]
+        quickstart(load_plan(a.plan, overrides))
         return 0
 
     p.set_defaults(run=run)

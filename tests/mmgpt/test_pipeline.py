@@ -51,3 +51,30 @@ def test_plans_name_files_or_shapestones_not_both_required(tmp_path):
     assert plan.files is not None and plan.files.media_folder.endswith("train")
     quick = load_plan("quickstart")
     assert quick.files is None and quick.data.train > 0 and quick.out_dir == "runs/quickstart"
+
+
+def test_one_seed_and_precision_reach_the_data_and_every_stage():
+    from mmgpt.pipeline import stage_overrides
+    from mmgpt.train import TrainConfig
+
+    plan = load_plan("quickstart", ["seed=7", "precision=fp32"])
+    assert plan.data.seed == 7
+    for i, stage in enumerate(plan.stages):
+        cfg = TrainConfig.from_yaml(stage.recipe, stage_overrides(plan, stage, Path("d"), Path("prev") if i else None))
+        assert (cfg.seed, cfg.precision) == (7, "fp32")
+    default = load_plan("quickstart")
+    cfg = TrainConfig.from_yaml(default.stages[0].recipe, stage_overrides(default, default.stages[0], Path("d"), None))
+    assert (default.data.seed, cfg.seed, cfg.precision) == (0, 0, "auto")
+    from mmgpt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision"):
+        load_plan("quickstart", ["precision=fp16"])
+
+
+def test_quickstart_seed_flag_sets_the_plan_seed(monkeypatch):
+    import mmgpt.quickstart as qs
+
+    seen = {}
+    monkeypatch.setattr(qs, "quickstart", lambda plan: seen.setdefault("plan", plan))
+    assert main(["quickstart", "--seed", "3", "data.train=10"]) == 0
+    assert (seen["plan"].seed, seen["plan"].data.seed, seen["plan"].data.train) == (3, 3, 10)
