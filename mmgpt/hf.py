@@ -251,6 +251,15 @@ class MMGPTProcessor(ProcessorMixin):
             self._inner = Processor(self.tokenizer, cfg, encoders)
         return self._inner
 
+    def decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> str:
+        """Text of ``ids``; with the model's prefix space (:mod:`mmgpt.tokenizer`) the one leading
+        space of an answer is dropped, as mmgpt's own answers drop it."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        return text[1:] if self.inner.prefix_space and text.startswith(" ") else text
+
+    def batch_decode(self, rows, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        return [self.decode(r, skip_special_tokens=skip_special_tokens, **kwargs) for r in rows]
+
     def _batch(self, encoded: list, padding_side: str | None) -> BatchFeature:
         from mmgpt.batching import collate
 

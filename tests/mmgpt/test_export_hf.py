@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 
 from mmgpt.batching import collate
 from mmgpt.errors import CheckpointError
-from mmgpt.export import export
 from mmgpt.model import MMGPT
 from tests.conftest import make_image, make_wave
 
@@ -43,7 +42,7 @@ with torch.no_grad():
 save_file({"logits": logits.contiguous()}, out + "/../auto_logits.safetensors")
 n = inp["input_ids"].shape[1]
 print(json.dumps({"ids": inp["input_ids"][0].tolist(), "by_text": by_text["input_ids"][0].tolist(),
-                  "gen": gen[0, n:].tolist(), "beams": beams[0, n:].tolist(), "prompt_kept": gen[0, :n].tolist(),
+                  "gen": gen[0, n:].tolist(), "text": proc.decode(gen[0, n:], skip_special_tokens=True), "beams": beams[0, n:].tolist(), "prompt_kept": gen[0, :n].tolist(),
                   "model": type(model).__name__, "processor": type(proc).__name__}))
 """
 
@@ -60,12 +59,14 @@ def random_head(model: MMGPT) -> MMGPT:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    from mmgpt.cli import main
+
     tmp = tmp_path_factory.mktemp("hf")
     torch.manual_seed(0)
     model = random_head(MMGPT.from_config("tiny"))
     model.save_pretrained(tmp / "run" / "final")
-    out = export(tmp / "run" / "final", tmp / "hf", "hf")
-    return model, out, tmp
+    assert main(["export", str(tmp / "run" / "final"), str(tmp / "hf"), "--format", "hf"]) == 0
+    return model, tmp / "hf", tmp
 
 
 def test_transformers_auto_classes_load_the_export_with_mmgpts_outputs(exported):
@@ -99,6 +100,7 @@ def test_transformers_auto_classes_load_the_export_with_mmgpts_outputs(exported)
     assert (ours - theirs).abs().max().item() < 1e-4
     greedy = model.generate(msgs, max_new_tokens=12, return_ids=True)[0]
     assert auto["gen"][: len(greedy)] == greedy and len(set(greedy)) > 2, greedy
+    assert auto["text"] == model.generate(msgs, max_new_tokens=12)[0]
     beams = model.generate(msgs, max_new_tokens=6, num_beams=3, return_ids=True)[0]
     assert auto["beams"][: len(beams)] == beams
 
