@@ -61,11 +61,23 @@ def prepare(model, prompts: list[Prompt], max_new_tokens: int, mode: Mode = "cha
     return to_device(batch, model.device)
 
 
+def compiled_decoding() -> dict:
+    """``generate`` arguments of the compiled decode path: a static KV cache (fixed shapes) and
+    the decoder's step compiled by transformers (on every device, the CPU included)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=False, dynamic=False)
+    config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    return {"cache_implementation": "static", "compile_config": config}
+
+
 def _generate_kwargs(model, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float,
                      top_k: int | None, num_beams: int, min_new_tokens: int | None, use_cache: bool,
-                     repetition_penalty: float | None) -> dict:
+                     repetition_penalty: float | None, compile: bool = False) -> dict:
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams, use_cache=use_cache,
               eos_token_id=model.stop_token_ids, pad_token_id=model.pad_token_id)
+    if compile and use_cache:
+        kw.update(compiled_decoding())
     if do_sample:
         kw.update(temperature=temperature, top_p=top_p)
         if top_k is not None:
@@ -82,7 +94,7 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
              temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None, num_beams: int = 1,
              min_new_tokens: int | None = None, use_cache: bool = True, repetition_penalty: float | None = None,
              seed: int | None = None, streamer=None, return_ids: bool = False,
-             stopping_criteria=None) -> list[str] | list[list[int]]:
+             stopping_criteria=None, compile: bool = False) -> list[str] | list[list[int]]:
     """Generate a continuation for each prompt.
 
     Args:
@@ -96,6 +108,8 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
         seed: seed for sampling, for repeatable outputs.
         streamer: a transformers streamer (batch of one).
         return_ids: return token id lists instead of text.
+        compile: decode with a static KV cache and the decoder's step compiled (the first call
+            of a shape compiles, for tens of seconds on a CPU; later ones reuse it).
 
     Returns:
         one string (or id list) per prompt, special tokens removed.
@@ -103,7 +117,7 @@ def generate(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", max_
     ids, _ = generate_ids(model, prompts, mode=mode, max_new_tokens=max_new_tokens, do_sample=do_sample,
                           temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
                           min_new_tokens=min_new_tokens, use_cache=use_cache, repetition_penalty=repetition_penalty,
-                          seed=seed, streamer=streamer, stopping_criteria=stopping_criteria)
+                          seed=seed, streamer=streamer, stopping_criteria=stopping_criteria, compile=compile)
     if return_ids:
         return ids
     return [model.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
@@ -114,7 +128,7 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
                  num_beams: int = 1, min_new_tokens: int | None = None, use_cache: bool = True,
                  repetition_penalty: float | None = None, seed: int | None = None,
-                 streamer=None, stopping_criteria=None) -> tuple[list[list[int]], list[int]]:
+                 streamer=None, stopping_criteria=None, compile: bool = False) -> tuple[list[list[int]], list[int]]:
     """:func:`generate`'s token ids (cut at the first stop token) and each prompt's length in
     tokens (media tokens included): what a server reports as usage."""
     if isinstance(prompts, Sample) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict)):
@@ -126,7 +140,7 @@ def generate_ids(model, prompts: list[Prompt] | Prompt, *, mode: Mode = "chat", 
         if seed is not None:
             torch.manual_seed(seed)
         kw = _generate_kwargs(model, max_new_tokens, do_sample, temperature, top_p, top_k, num_beams,
-                              min_new_tokens, use_cache, repetition_penalty)
+                              min_new_tokens, use_cache, repetition_penalty, compile)
         out = continue_ids(model, batch["input_ids"], batch["attention_mask"], batch["media"], streamer=streamer,
                            stopping_criteria=stopping_criteria, **kw)  # (B, new)
     finally:

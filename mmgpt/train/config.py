@@ -184,6 +184,9 @@ class TrainConfig:
     time_limit: float | None = None  # seconds; stops early and saves, for fixed-budget runs
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: the faster of the two, measured here
     grad_checkpointing: bool = False
+    # torch.compile the decoder's forward/backward: false, true, or auto (measured on the run's own
+    # steps 2-4, kept when the steps left times the saving exceed twice the compile time; mmgpt.train.compile)
+    compile: bool | Literal["auto"] = False
     feature_cache: bool = True  # cache frozen encoders' features (no augmentation in mmgpt)
     seed: int = 0
     threads: int | None = None

@@ -184,6 +184,7 @@ class ContrastiveObjective(Objective):
 
     HEADS = "contrastive_heads"
     shardable = False
+    uses_decoder = False
 
     def __init__(self, cfg, model, device: torch.device) -> None:
         self.model, self.device = model, device

@@ -42,10 +42,12 @@ class Objective:
     Attributes:
         module: what the trainer wraps for DDP / FSDP2 and calls in :meth:`loss`.
         shardable: whether it may run under FSDP2 (else DDP only).
+        uses_decoder: whether its loss runs the decoder (what ``compile`` compiles).
     """
 
     module: nn.Module
     shardable: bool = True
+    uses_decoder: bool = True
 
     def dataset(self, samples: list[Sample]) -> Sequence[Any]:
         """The stage's items, one per sample, built on access."""

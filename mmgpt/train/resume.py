@@ -132,7 +132,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 # Settings that do not move the sample schedule or the model: a resume may change them.
 RUN_ONLY = ("name", "out_dir", "resume", "progress", "log_every", "val_every", "save_every", "keep_last",
-            "time_limit", "threads", "eval", "data.val", "data.val_media_folder", "data.val_limit",
+            "time_limit", "threads", "compile", "eval", "data.val", "data.val_media_folder", "data.val_limit",
             "data.num_workers", "data.prefetch", "data.on_error", "data.max_bad_fraction")
 
 

@@ -23,6 +23,7 @@ from mmgpt.errors import CheckpointError, ConfigError, TrainingError
 from mmgpt.precision import autocast, model_widths, resolve_precision
 from mmgpt.safe_io import tidy
 from mmgpt.train import distributed
+from mmgpt.train.compile import CompileChoice
 from mmgpt.train.config import TrainConfig
 from mmgpt.train.contrastive import ContrastiveObjective
 from mmgpt.train.data import Schedule, load_samples, open_stream, text_item
@@ -74,6 +75,8 @@ class Trainer:
         else:
             self._indexed_loader(workers)
         self._setup_optimisation()
+        setting = cfg.compile if self.objective.uses_decoder else False
+        self.compile = CompileChoice(setting, self.model.decoder, self.total_steps - self.start_step)
         self.metrics = MetricsLog(cfg.run_dir, self.dist.is_main, resume_at=self.start_step if cfg.resume else None)
 
     # ------------------------------------------------------------------ set-up
@@ -247,7 +250,10 @@ class Trainer:
             if self.stream is not None:
                 self.bad.size = max(self.loader.read, MIN_JUDGED)
             self.bad.add(bad)
+            self.compile.before(step - self.start_step)
+            t_step = time.time()
             loss, grad_norm, metrics, n = self.step(batches)
+            self.compile.after(step - self.start_step, time.time() - t_step)
             tokens, final_step, elapsed = tokens + n, step + 1, time.time() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
@@ -267,7 +273,7 @@ class Trainer:
         self.evaluate(final_step, final=True)
         steps_run = final_step - self.start_step
         return self.finish(final_step, {"steps_per_s": steps_run / max(elapsed, 1e-9), "train_seconds": elapsed,
-                                        "tokens_per_s": tokens / max(elapsed, 1e-9)})
+                                        "tokens_per_s": tokens / max(elapsed, 1e-9), **self.compile.report})
 
     def _announce(self) -> None:
         if not self.dist.is_main:
