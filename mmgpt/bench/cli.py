@@ -28,8 +28,11 @@ from mmgpt.bench import report as R
 PLAN: dict[str, tuple[str, dict, int]] = {
     "train_fp32": ("train", {"precision": "fp32"}, 5),
     "train_bf16": ("train", {"precision": "bf16"}, 5),
+    "train_compiled": ("train", {"precision": "fp32", "compile": True}, 5),
     "generate_b1": ("generate", {"batch": 1}, 5),
     "generate_b8": ("generate", {"batch": 8}, 5),
+    "generate_b1_compiled": ("generate", {"batch": 1, "compile": True}, 5),
+    "generate_b8_compiled": ("generate", {"batch": 8, "compile": True}, 5),
     "packing": ("packing", {}, 3),
     "feature_cache": ("feature_cache", {}, 3),
     "loader": ("loader", {}, 3),
@@ -39,6 +42,7 @@ PLAN: dict[str, tuple[str, dict, int]] = {
     "mfu": ("mfu", {}, 5),
 }
 GROUPS = {"train": ["train_fp32", "train_bf16"], "generate": ["generate_b1", "generate_b8"],
+          "compiled": ["train_compiled", "generate_b1_compiled", "generate_b8_compiled"],
           "packing": ["packing"], "cache": ["feature_cache"], "loader": ["loader"], "scale": ["scale"], "serve": ["serve"],
           "audio": ["audio_frontend"],
           "mfu": ["mfu"]}

@@ -61,8 +61,10 @@ def _times(clock: TokenClock, t0: float, rows: int) -> dict[str, float]:
             "new_tokens": float(new), "tokens_per_s": rows * new / max(last - t0, 1e-9)}
 
 
-def sides(settings: Settings, batch: int) -> dict[str, SideFactory]:
-    """``mmgpt`` and ``llava`` generate factories for ``batch`` prompts."""
+def sides(settings: Settings, batch: int, compile: bool = False) -> dict[str, SideFactory]:
+    """``mmgpt`` and ``llava`` generate factories for ``batch`` prompts; with ``compile`` mmgpt
+    decodes with ``generate(compile=True)`` (static KV cache, compiled step; the warm-up runs pay
+    the compile) and Llava stays eager."""
     preset = SIZES[settings.quick]["preset"]
     device = settings.torch_device
     new_tokens = 16 if settings.quick else NEW_TOKENS
@@ -71,7 +73,8 @@ def sides(settings: Settings, batch: int) -> dict[str, SideFactory]:
         def factory():
             mm, llava = build_pair(preset, settings.seed, side=side)  # mmgpt's processor feeds both
             chats = prompts(batch, mm.config.vision.img_size, settings.seed)
-            info: dict[str, Any] = {"batch": batch, "new_tokens": new_tokens, "preset": preset}
+            info: dict[str, Any] = {"batch": batch, "new_tokens": new_tokens, "preset": preset,
+                                    "compiled": compile and side == "mmgpt"}
             if side == "mmgpt":
                 mm.to(device).eval()
                 info["params"] = num_params(mm)
@@ -80,7 +83,8 @@ def sides(settings: Settings, batch: int) -> dict[str, SideFactory]:
                 def step() -> dict[str, float]:
                     clock = TokenClock()
                     t0 = time.perf_counter()
-                    mm.generate(chats, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock)
+                    mm.generate(chats, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock,
+                                compile=compile)
                     return _times(clock, t0, batch)
 
                 return step, info

@@ -18,6 +18,9 @@ TARGETS = {
     "train_bf16": ("train step >= 1.0x Llava (bf16)", 1.0),
     "decode_b1": ("decode tokens/s >= 1.0x Llava at batch 1", 1.0),
     "decode_b8_vs_b1": ("batch-8 decode throughput >= 4x batch 1", 4.0),
+    "train_compiled": ("compiled train step >= 1.3x Llava eager (fp32)", 1.3),
+    "decode_b1_compiled": ("compiled decode tokens/s >= 1.5x Llava eager at batch 1", 1.5),
+    "decode_b8_vs_b1_compiled": ("compiled batch-8 decode throughput >= 4x compiled batch 1", 4.0),
     "packing": ("useful tokens/s packed >= 1.5x padded", 1.5),
     "feature_cache": ("cached stage-1 epoch >= 3x faster", 3.0),
     "audio_frontend": ("batched log-mel >= 5x librosa", 5.0),
@@ -63,12 +66,13 @@ def rows(results: dict[str, dict]) -> list[dict[str, Any]]:
 
 def _train_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     out = []
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", "bf16", "compiled"):
         r = results.get(f"train_{prec}")
         mm, ll = _med(r, "mmgpt", "seconds"), _med(r, "llava", "seconds")
         info = (r or {}).get("sides", {}).get("mmgpt", {}).get("info", {})
         tok = info.get("tokens_per_step", float("nan"))
-        out.append(_row(f"train_{prec}", f"train step {prec}, {info.get('preset', '?')} B={info.get('rows', '?')} "
+        what = "fp32, mmgpt compiled vs Llava eager" if prec == "compiled" else prec
+        out.append(_row(f"train_{prec}", f"train step {what}, {info.get('preset', '?')} B={info.get('rows', '?')} "
                         f"T={info.get('length', '?')} (s/step; tokens/s)", f"{_fmt_s(mm)}; {_fmt_rate(tok / mm, 'tok/s')}",
                         f"{_fmt_s(ll)}; {_fmt_rate(tok / ll, 'tok/s')}", _ratio(ll, mm)))
     return out
@@ -88,6 +92,16 @@ def _generate_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     ll1, ll8 = _med(g1, "llava", "decode_tokens_per_s"), _med(g8, "llava", "decode_tokens_per_s")
     out.append(_row("decode_b8_vs_b1", "decode throughput batch 8 / batch 1 (A: mmgpt, B: Llava)",
                     f"{_ratio(mm8, mm1):.2f}x", f"{_ratio(ll8, ll1):.2f}x", _ratio(mm8, mm1)))
+    c1, c8 = results.get("generate_b1_compiled"), results.get("generate_b8_compiled")
+    for b, g in ((1, c1), (8, c8)):
+        mm, ll = _med(g, "mmgpt", "decode_tokens_per_s"), _med(g, "llava", "decode_tokens_per_s")
+        out.append(_row("decode_b1_compiled" if b == 1 else None,
+                        f"decode tokens/s, batch {b}, mmgpt compiled (static cache) vs Llava eager",
+                        _fmt_rate(mm, "tok/s"), _fmt_rate(ll, "tok/s"), _ratio(mm, ll)))
+    cm1, cm8 = _med(c1, "mmgpt", "decode_tokens_per_s"), _med(c8, "mmgpt", "decode_tokens_per_s")
+    cl1, cl8 = _med(c1, "llava", "decode_tokens_per_s"), _med(c8, "llava", "decode_tokens_per_s")
+    out.append(_row("decode_b8_vs_b1_compiled", "compiled decode throughput batch 8 / batch 1 (A: mmgpt compiled, "
+                    "B: Llava eager)", f"{_ratio(cm8, cm1):.2f}x", f"{_ratio(cl8, cl1):.2f}x", _ratio(cm8, cm1)))
     return out
 
 

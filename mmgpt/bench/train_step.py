@@ -62,8 +62,10 @@ def _llava_step(model, batch, device, precision):
     return step
 
 
-def sides(settings: Settings, precision: str) -> dict[str, SideFactory]:
-    """``mmgpt`` and ``llava`` train-step factories at the sizes of ``settings`` (small / tiny)."""
+def sides(settings: Settings, precision: str, compile: bool = False) -> dict[str, SideFactory]:
+    """``mmgpt`` and ``llava`` train-step factories at the sizes of ``settings`` (small / tiny);
+    with ``compile`` mmgpt's decoder is compiled as ``compile: true`` compiles it (the warm-up
+    runs pay the compile) and Llava stays eager."""
     size = SIZES[settings.quick]
     device = settings.torch_device
 
@@ -73,11 +75,15 @@ def sides(settings: Settings, precision: str) -> dict[str, SideFactory]:
             model = mm if side == "mmgpt" else llava
             batch = _batch(size, settings).to(device)
             model.to(device).train()
+            if compile and side == "mmgpt":
+                from mmgpt.train.compile import compile_module
+
+                compile_module(mm.decoder)
             step = (_mmgpt_step if side == "mmgpt" else _llava_step)(model, batch, device, precision)
             info: dict[str, Any] = {
                 "params": num_params(model), "tokens_per_step": batch.tokens, "rows": batch.input_ids.shape[0],
                 "length": batch.input_ids.shape[1], "image_tokens": batch.image_tokens,
-                "preset": size["preset"], "precision": precision,
+                "preset": size["preset"], "precision": precision, "compiled": compile and side == "mmgpt",
             }
             return step, info
 

@@ -30,11 +30,11 @@ def measurement_sides(name: str, settings, args: dict[str, Any]):
     if name == "train":
         from mmgpt.bench import train_step
 
-        return train_step.sides(settings, args["precision"])
+        return train_step.sides(settings, args["precision"], args.get("compile", False))
     if name == "generate":
         from mmgpt.bench import generation
 
-        return generation.sides(settings, args["batch"])
+        return generation.sides(settings, args["batch"], args.get("compile", False))
     if name == "packing":
         from mmgpt.bench import packing
 
