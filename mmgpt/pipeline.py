@@ -64,6 +64,7 @@ class EvalPlan:
     split: str = "test"  # ShapesTones split; with files, the test file
     limit: int = 200  # items per task
     batch_size: int = 64
+    shots: list[int] = field(default_factory=lambda: [0])  # in-context examples per query: one pass each
     show: int = 3  # quickstart: held-out images and clips to caption on screen
 
 
@@ -180,6 +181,8 @@ def evaluate_final(model, plan: Plan, generated: Path | None, name: str):
     amp = resolve_precision(plan.precision or "auto", model.device, tokens=plan.eval.batch_size * 64, **model_widths(model))
     with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         return evaluate(model, data, limit=plan.eval.limit, batch_size=plan.eval.batch_size, media_folder=folder,
+                        shots=plan.eval.shots,
+                        support=generated / "train.jsonl" if generated and max(plan.eval.shots) > 0 else None,
                         out_dir=Path(plan.out_dir) / "eval", name=name)
 
 

@@ -40,6 +40,10 @@ DEFAULT_MIX: dict[str, float] = {
     "crossmodal_qa": 1.0,
     "chat": 0.5,
     "document": 0.5,
+    # in-context learning (off by default; the quickstart plan turns them on): chats of 1-4
+    # solved items then a query, and the invented-names task only examples can solve
+    "fewshot": 0.0,
+    "new_words": 0.0,
 }
 SCENE_LINES = 8.0
 

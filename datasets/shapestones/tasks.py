@@ -29,8 +29,17 @@ from .world import AUDIO_ATTRIBUTES, CROSSMODAL_KINDS
 
 TASKS: tuple[str, ...] = (
     "image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat", "document",
+    "fewshot", "new_words",
 )
 COMPARISON_PROB = 0.3  # chance that a document with a picture and a sound compares them
+#: the single-item tasks a ``fewshot`` chat strings together (what the eval's few-shot prompts hold)
+FEWSHOT_TASKS: tuple[str, ...] = ("image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa")
+MAX_SHOTS = 4
+#: sound attributes the ``new_words`` task names with invented words
+NEW_WORD_ATTRIBUTES: tuple[str, ...] = ("pitch", "waveform", "duration", "loudness")
+NEW_WORD_QUESTIONS = ("In the new words, what is the {a} of this sound called?",
+                      "Which new word names the {a} of this sound?", "Name the {a} of the sound with the new words.")
+_CONSONANTS, _VOWELS = "bdgkmnptvz", "aeiou"
 
 
 def _text(text: str) -> dict:
@@ -203,6 +212,77 @@ def document_record(scene: dict, rng: np.random.Generator, history: list[dict]) 
     return {"document": parts, "meta": meta}
 
 
+def _one(task: str, scene: dict, rng: np.random.Generator) -> dict:
+    """One single-turn record of a :data:`FEWSHOT_TASKS` task."""
+    if task == "image_caption":
+        return image_caption_record(scene, rng)
+    if task == "audio_caption":
+        return audio_caption_record(scene, rng)
+    build = {"image_qa": image_qa_records, "audio_qa": audio_qa_records, "crossmodal_qa": crossmodal_qa_records}[task]
+    return build(scene, rng, 1)[0]
+
+
+def fewshot_record(scene: dict, rng: np.random.Generator, history: list[dict]) -> dict | None:
+    """1–4 solved items of one task from earlier scenes, then the scene's own item, as one chat.
+
+    The layout of the evaluation's few-shot chat prompts (:mod:`mmgpt.eval.fewshot`): each
+    example's user turn and answer, then the query; every answer is trained, so each is a
+    prediction after the examples before it. None while the split has no earlier scene.
+    """
+    if not history:
+        return None
+    task = _choice(rng, FEWSHOT_TASKS)
+    k = min(int(rng.integers(1, MAX_SHOTS + 1)), len(history))
+    examples = [history[int(i)] for i in rng.choice(len(history), size=k, replace=False)]
+    records = [_one(task, ex, rng) for ex in examples] + [_one(task, scene, rng)]
+    messages = [m for r in records for m in r["messages"]]
+    query = records[-1]["meta"]
+    meta = {**query, "task": "fewshot", "query_task": task, "shots": k, "scenes": [ex["index"] for ex in examples]}
+    return {"messages": messages, "meta": meta}
+
+
+def new_words(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` different invented words (consonant-vowel-consonant-vowel: ``toma``, ``kibu``...)."""
+    words: list[str] = []  # a list, not a set: the order must not depend on string hashing
+    while len(words) < n:
+        c, v = rng.integers(len(_CONSONANTS), size=2), rng.integers(len(_VOWELS), size=2)
+        word = _CONSONANTS[c[0]] + _VOWELS[v[0]] + _CONSONANTS[c[1]] + _VOWELS[v[1]]
+        if word not in words:
+            words.append(word)
+    return words
+
+
+def new_words_record(scene: dict, rng: np.random.Generator, history: list[dict]) -> dict | None:
+    """A task only examples can solve: the values of one sound attribute get invented names,
+    drawn afresh for each record; 2–4 example clips (4 outside ``train``) are named, then the
+    scene's clip is asked about. An example with the query's value is always among them (among
+    the first two outside ``train``, so 2 and 4 shots both hold the answer). None while the split
+    has too few earlier scenes.
+    """
+    from .world import VOCAB
+
+    attribute = _choice(rng, NEW_WORD_ATTRIBUTES)
+    value = scene["audio"][attribute]
+    same = [h for h in history if h["audio"][attribute] == value]
+    k = MAX_SHOTS if scene["split"] != "train" else int(rng.integers(2, MAX_SHOTS + 1))
+    if not same or len(history) < k:
+        return None
+    match = same[int(rng.integers(len(same)))]
+    others = [h for h in history if h is not match]
+    examples = [others[int(i)] for i in rng.choice(len(others), size=k - 1, replace=False)]
+    at = int(rng.integers(2)) if scene["split"] != "train" else int(rng.integers(k))
+    examples.insert(at, match)
+    names = dict(zip(VOCAB[attribute], new_words(rng, len(VOCAB[attribute]))))
+    messages = []
+    for src in [*examples, scene]:
+        question = _choice(rng, NEW_WORD_QUESTIONS).format(a=attribute)
+        messages += [{"role": "user", "content": [_audio(src), _text(question)]},
+                     {"role": "assistant", "content": [_text(names[src["audio"][attribute]])]}]
+    meta = {**_base_meta(scene, "new_words", image=False, audio=True), "named_attribute": attribute,
+            "words": names, "answer": names[value], "shots": k, "scenes": [ex["index"] for ex in examples]}
+    return {"messages": messages, "meta": meta}
+
+
 def scene_records(scene: dict, counts: dict[str, int], rng: np.random.Generator, history: list[dict]) -> list[dict]:
     """All records of one scene, ``counts[task]`` of each task, in :data:`TASKS` order.
 
@@ -238,6 +318,9 @@ def scene_records(scene: dict, counts: dict[str, int], rng: np.random.Generator,
             records += crossmodal_qa_records(scene, rng, k)
         elif task == "chat":
             records += [chat_record(scene, rng) for _ in range(k)]
-        else:
+        elif task == "document":
             records += [document_record(scene, rng, history) for _ in range(k)]
+        else:
+            build = fewshot_record if task == "fewshot" else new_words_record
+            records += [r for r in (build(scene, rng, history) for _ in range(k)) if r is not None]
     return records

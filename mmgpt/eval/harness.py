@@ -29,7 +29,7 @@ from mmgpt.eval.predict import ModelPredictor, Predictor
 from mmgpt.eval.report import write_report
 from mmgpt.eval.result import EvalResult
 from mmgpt.eval.scoring import score_task
-from mmgpt.eval.tasks import MAX_NEW_TOKENS, TASKS, EvalItem, collect_items
+from mmgpt.eval.tasks import MAX_NEW_TOKENS, OWN_EXAMPLES_TASKS, TASKS, EvalItem, collect_items
 
 log = logging.getLogger(__name__)
 Data = str | Path | Sequence[str | Path] | Iterable[Sample]
@@ -169,7 +169,13 @@ class _Run:
         if len(queries) < len(task_items) and first:
             log.info("eval %s: scoring the first %d of %d items (limit)", task, len(queries), len(task_items))
         examples: list[list[EvalItem]] = [[] for _ in queries]
-        if k > 0:
+        if k > 0 and task in OWN_EXAMPLES_TASKS:  # the item's own examples hold its words
+            examples = [q.examples[:k] for q in queries]
+            short = sum(len(q.examples) < k for q in queries)
+            if short:
+                log.warning("eval %s %d-shot: %d of %d items have fewer than %d examples of their own",
+                            task, k, short, len(queries), k)
+        elif k > 0:
             selector = ExampleSelector(self.pool.get(task, []), self.select, self.seed, self.embedder)
             examples = [selector.choose(q, k) for q in queries]
             if selector.short:

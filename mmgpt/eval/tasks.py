@@ -8,6 +8,9 @@ are skipped); other data is classified from the sample:
 * caption references (``meta["references"]``, from the COCO / CSV readers, or
   ``meta["caption_index"]``) -> ``image_caption`` with an image, else ``audio_caption``;
 * a chat with more than one assistant turn -> ``chat``;
+* ``new_words`` (ShapesTones): a chat of solved examples then a query, whose answers are words
+  that exist only in the examples; its item is the last question, and the examples before it
+  are the item's own (:attr:`EvalItem.examples`), what a k-shot prompt shows of them;
 * one answer -> ``crossmodal_qa`` (image and audio), ``image_qa``, ``audio_qa``, or ``chat``
   (text only).
 
@@ -30,14 +33,16 @@ from mmgpt.datasets.schema import Sample, Segment, Turn
 log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = (
-    "image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat", "transcription",
+    "image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat", "transcription", "new_words",
 )
 CAPTION_TASKS = ("image_caption", "audio_caption")
-QA_TASKS = ("image_qa", "audio_qa", "crossmodal_qa", "chat")
-SKIPPED_TASKS = ("document",)
+QA_TASKS = ("image_qa", "audio_qa", "crossmodal_qa", "chat", "new_words")
+SKIPPED_TASKS = ("document", "fewshot")
+#: tasks whose items carry their own examples (the words to use exist only in them)
+OWN_EXAMPLES_TASKS = ("new_words",)
 #: default ``max_new_tokens`` per task
 MAX_NEW_TOKENS = {"image_qa": 8, "audio_qa": 8, "crossmodal_qa": 8, "chat": 64,
-                  "image_caption": 64, "audio_caption": 64, "transcription": 64}
+                  "image_caption": 64, "audio_caption": 64, "transcription": 64, "new_words": 10}
 
 
 @dataclass
@@ -53,6 +58,8 @@ class EvalItem:
         attribute: the ShapesTones attribute asked about, or None.
         meta: the sample's meta (ground truth).
         media_keys: identities of the query's media (paths, or content hashes).
+        examples: the item's own solved examples, in order (``new_words``); k-shot prompts take
+            the first k of them instead of drawing from a support pool.
     """
 
     task: str
@@ -63,6 +70,7 @@ class EvalItem:
     attribute: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     media_keys: frozenset[str] = frozenset()
+    examples: list[EvalItem] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -136,6 +144,8 @@ def sample_items(sample: Sample) -> list[EvalItem]:
         return []
     meta, turns = sample.meta, sample.turns
     answers = [i for i, t in enumerate(turns) if t.role == "assistant"]
+    if task in OWN_EXAMPLES_TASKS:
+        return _own_examples_item(task, sample, answers)
     if task == "chat" and answers:
         attributes = meta.get("attributes") if isinstance(meta.get("attributes"), list) else []
         items = []
@@ -161,6 +171,23 @@ def sample_items(sample: Sample) -> list[EvalItem]:
         return []
     attribute = meta.get("attribute") if isinstance(meta.get("attribute"), str) else None
     return [EvalItem(task, query, refs, sample.source, sample.source, attribute, meta, _media_keys(query))]
+
+
+def _own_examples_item(task: str, sample: Sample, answers: list[int]) -> list[EvalItem]:
+    """The last question of the chat, with each (question, answer) pair before it as its examples."""
+    turns = sample.turns
+    if not answers or answers[-1] != len(turns) - 1 or turns[-2].role != "user":
+        return []
+
+    def item(i: int, source: str) -> EvalItem:  # the user turn before answer i, answered
+        query = _sub(sample, [turns[i - 1]])
+        return EvalItem(task, query, [turn_text(turns[i])], source, sample.source, None, sample.meta,
+                        _media_keys(query))
+
+    out = item(answers[-1], sample.source)
+    out.examples = [item(i, f"{sample.source}#example{j}") for j, i in enumerate(answers[:-1])
+                    if turns[i - 1].role == "user"]
+    return [out]
 
 
 def collect_items(samples: Iterable[Sample], tasks: Iterable[str] | None = None) -> dict[str, list[EvalItem]]:

@@ -29,6 +29,13 @@ def shapestones_test(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("shapestones")
     generate(out, train=0, val=0, test=80, gen=0, seed=3, image_size=32, progress=False, mix={"chat": 1.5})
+    # and a few new-words chats (media in icl/), appended
+    generate(out / "icl", train=0, val=0, test=12, gen=0, seed=3, image_size=32, progress=False,
+             mix={t: 0.0 for t in ("image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa",
+                                   "chat", "document")} | {"new_words": 1.0})
+    extra = (out / "icl" / "test.jsonl").read_text().replace('"media/test/', '"icl/media/test/')
+    with open(out / "test.jsonl", "a", encoding="utf-8") as f:
+        f.write(extra)
     return out / "test.jsonl"
 
 

@@ -16,7 +16,7 @@ from mmgpt.eval import PeriodicEval, evaluate
 from mmgpt.eval.harness import load_samples
 from mmgpt.eval.tasks import TASKS, collect_items, sample_items
 
-SHAPESTONES_TASKS = ("image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat")
+SHAPESTONES_TASKS = ("image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat", "new_words")
 
 
 def truth(prompts, items, max_new_tokens):
@@ -86,9 +86,12 @@ def test_perfect_predictor_scores_100_on_every_attribute(shapestones_test):
     assert set(result.metrics) == set(SHAPESTONES_TASKS)
     seen = set()
     for task, m in result.metrics.items():
+        assert m["exact_match"] == 1.0
+        if task == "new_words":  # invented answers: no attribute vocabulary to score against
+            assert "per_attribute" not in m and m["accuracy"] == 1.0
+            continue
         assert m["per_attribute"], task
         assert all(v == 1.0 for v in m["per_attribute"].values()), (task, m["per_attribute"])
-        assert m["exact_match"] == 1.0
         seen |= set(m["per_attribute"])
     assert seen == {"count", "colour", "shape", "size", "position", "beeps", "pitch", "waveform", "duration",
                     "loudness", "crossmodal"}
@@ -113,10 +116,11 @@ def test_constant_predictor_scores_the_majority_rate(shapestones_test):
     image_caption = f"{words[n_major]} shapes: a small red circle at the top left."
 
     def constant(prompts, batch, max_new_tokens):  # one fixed answer per task and attribute
-        fixed = {"image_caption": image_caption, "audio_caption": audio_caption}
+        fixed = {"image_caption": image_caption, "audio_caption": audio_caption, "new_words": "dax"}
         return [fixed.get(it.task) or majority[it.attribute] for it in batch]
 
     result = evaluate(None, shapestones_test, predictor=constant, progress=False)
+    assert result.metrics["new_words"]["accuracy"] == 0.0  # no constant names an invented word
     for task in ("image_qa", "audio_qa", "crossmodal_qa", "chat"):
         task_items = items[task]
         for attr, acc in result.metrics[task]["per_attribute"].items():
