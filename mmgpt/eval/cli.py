@@ -55,6 +55,9 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 8 for QA, 64 for captions and chats")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="autocast of the forward passes: auto (the faster here, measured; what training and the "
+                        "quickstart's evaluation use), bf16 or fp32")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default <run folder>/eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -70,10 +73,16 @@ def add_cli(p: argparse.ArgumentParser) -> None:
         out = Path(a.out) if a.out else default_out(a.checkpoint)
         data = a.data[0] if len(a.data) == 1 else a.data
         support = None if a.support is None else (a.support[0] if len(a.support) == 1 else a.support)
-        result = evaluate(model, data, tasks=a.tasks, shots=a.shots, select=a.select, limit=a.limit,
-                          batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed, out_dir=out,
-                          progress=not a.no_progress, support=support, format=a.format, name=a.checkpoint,
-                          media_folder=a.media_folder)
+        import torch
+
+        from mmgpt.precision import model_widths, resolve_precision
+
+        amp = resolve_precision(a.precision, model.device, tokens=a.batch_size * 64, **model_widths(model))
+        with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            result = evaluate(model, data, tasks=a.tasks, shots=a.shots, select=a.select, limit=a.limit,
+                              batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed, out_dir=out,
+                              progress=not a.no_progress, support=support, format=a.format, name=a.checkpoint,
+                              media_folder=a.media_folder)
         print(result.table())
         print(f"\nreports: {out}/ (report.md, " + ", ".join(f.name for f in result.files if f.name != "report.md") + ")")
         return 0

@@ -28,3 +28,25 @@ def test_mmgpt_eval_reports_bad_input(tmp_path, capsys):
     rc = main(["eval", str(tmp_path / "missing"), "--data", str(tmp_path / "none.jsonl")])
     assert rc == 1
     assert "no model at" in capsys.readouterr().err
+
+
+def test_mmgpt_eval_runs_under_the_chosen_precision(tiny_model, tmp_path, shapestones_test, monkeypatch):
+    import torch
+
+    import mmgpt.eval.harness as harness
+
+    seen = []
+
+    def spy(*args, **kwargs):  # the forward passes' autocast, as evaluate would run them
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(harness, "evaluate", spy)
+    ckpt = tmp_path / "m"
+    tiny_model.save_pretrained(ckpt)
+    for precision in ("bf16", "fp32"):
+        try:
+            main(["eval", str(ckpt), "--data", str(shapestones_test), "--precision", precision])
+        except SystemExit:
+            pass
+    assert seen == [(True, torch.bfloat16), (False, seen[1][1])]
