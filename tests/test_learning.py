@@ -1,7 +1,7 @@
 """A shortened quickstart plan still learns: its held-out figures stay above stated floors (slow).
 
 The plan is the shipped quickstart plan with less data and fewer steps per stage (about 5 min on
-an idle 2-core CPU). Floors: measured figures minus a margin for seed and host (see ``MEASURED``), so
+an idle 2-core CPU). Floors: measured figures minus a margin for seed and host (see ``FLOORS``), so
 a change that breaks learning (data, losses, masks, the encoders' pretraining) fails here.
 """
 
