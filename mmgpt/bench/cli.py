@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     out = Path(args.out)
-    work = out / ("work-quick" if args.quick else "work")
+    work = (out / ("work-quick" if args.quick else "work")).resolve()  # children run elsewhere: absolute
     work.mkdir(parents=True, exist_ok=True)
     threads = args.threads or os.cpu_count() or 1
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)

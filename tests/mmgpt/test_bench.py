@@ -111,3 +111,11 @@ def test_quick_compiled_rows(tmp_path):
     assert {r["id"] for r in rep["rows"] if r["id"]} == COMPILED_TARGETS
     assert rep["results"]["train_compiled"]["sides"]["mmgpt"]["info"]["compiled"] is True
     assert rep["results"]["generate_b1_compiled"]["sides"]["llava"]["info"]["compiled"] is False
+
+
+def test_a_relative_out_folder_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out (runs/bench) is relative: the scale rows' files must resolve
+    code = cli.main(["bench", "--quick", "--threads", "1", "--only", "scale", "--out", "rel/bench", "--markdown", "none"])
+    rep = json.loads((tmp_path / "rel" / "bench" / "bench.json").read_text())
+    assert code == 0 and not rep["errors"], rep["errors"]
+    assert "scale" in rep["results"]
