@@ -36,8 +36,9 @@ def _images(root: Path) -> list[tuple[Path, str]]:
 
 
 def ensure_jsonl(root: Path, n: int) -> Path:
-    """``root/chats_<n>.jsonl``: ``n`` caption chats cycling over 50 images."""
-    path = root / f"chats_{n}.jsonl"
+    """``root/captions_<n>.jsonl``: ``n`` caption chats cycling over 50 images, whose paths are
+    relative to the file (as a user's JSONL would be), so a moved or cached work folder still works."""
+    path = root / f"captions_{n}.jsonl"
     if not path.is_file():
         images = _images(root)
         tmp = path.with_suffix(".tmp")
@@ -45,7 +46,7 @@ def ensure_jsonl(root: Path, n: int) -> Path:
             for i in range(n):
                 image, caption = images[i % IMAGES]
                 f.write(json.dumps({"messages": [
-                    {"role": "user", "content": [{"type": "image", "image": str(image)},
+                    {"role": "user", "content": [{"type": "image", "image": image.relative_to(root).as_posix()},
                                                  {"type": "text", "text": "Describe the image."}]},
                     {"role": "assistant", "content": caption}]}) + "\n")
         tmp.replace(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,16 @@ def test_a_relative_out_folder_works(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "rel" / "bench" / "bench.json").read_text())
     assert code == 0 and not rep["errors"], rep["errors"]
     assert "scale" in rep["results"]
+
+
+def test_scale_captions_survive_a_moved_work_folder(tmp_path):
+    # the cached work folder is reused by later runs from any cwd: media paths are relative to the file
+    from mmgpt.bench.scale import ensure_jsonl
+
+    ensure_jsonl(tmp_path / "a", 3)
+    (tmp_path / "a").rename(tmp_path / "b")
+    path = ensure_jsonl(tmp_path / "b", 3)  # cached: not rewritten
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    images = [r["messages"][0]["content"][0]["image"] for r in rows]
+    assert len(images) == 3 and all(not Path(i).is_absolute() for i in images)
+    assert all((path.parent / i).is_file() for i in images)
