@@ -38,3 +38,14 @@ def make_wave(seconds: float, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def random_head(model):
+    """``model`` (an MMGPT) with an untied output layer of large random weights, in eval mode:
+    greedy answers vary token by token, so comparisons of two generation paths are not vacuous.
+    Draws from torch's global generator: seed it first."""
+    head = torch.nn.Linear(model.decoder.config.hidden_size, model.decoder.config.vocab_size, bias=False)
+    torch.nn.init.normal_(head.weight, std=2.0)
+    model.decoder.config.tie_word_embeddings = False
+    model.decoder.set_output_embeddings(head)
+    return model.eval()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from mmgpt.errors import ExportError
 from mmgpt.export import export
 from mmgpt.model import MMGPT
-from tests.conftest import make_image
+from tests.conftest import make_image, random_head
 
 SMALL = ["vision.img_size=32", "vision.embed_dim=32", "vision.depth=3", "vision.num_heads=2",
          "decoder.hidden_size=64", "decoder.intermediate_size=128", "decoder.num_layers=2", "decoder.num_heads=4",
@@ -47,12 +47,7 @@ def test_plain_transformers_loads_the_export_with_mmgpts_logits_and_generations(
     torch.manual_seed(0)
     model = MMGPT.from_config("llava", overrides=[*SMALL, f"vision.select_layer={select_layer}",
                                                   f"adapters.image.type={adapter}"])
-    # an untied output layer of larger random weights: greedy answers vary token by token
-    head = torch.nn.Linear(model.decoder.config.hidden_size, model.decoder.config.vocab_size, bias=False)
-    torch.nn.init.normal_(head.weight, std=2.0)
-    model.decoder.config.tie_word_embeddings = False
-    model.decoder.set_output_embeddings(head)
-    model.eval().save_pretrained(tmp_path / "run" / "final")
+    random_head(model).save_pretrained(tmp_path / "run" / "final")
     out = export(tmp_path / "run" / "final", tmp_path / "llava")
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
             "tokenizer.json", "chat_template.jinja", "README.md"} <= {p.name for p in out.iterdir()}

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from mmgpt.batching import collate
 from mmgpt.errors import CheckpointError
 from mmgpt.model import MMGPT
-from tests.conftest import make_image, make_wave
+from tests.conftest import make_image, make_wave, random_head
 
 # Runs in a fresh interpreter: transformers' Auto classes, after `import mmgpt` registered the type.
 AUTO = r"""
@@ -47,23 +47,15 @@ print(json.dumps({"ids": inp["input_ids"][0].tolist(), "by_text": by_text["input
 """
 
 
-def random_head(model: MMGPT) -> MMGPT:
-    """An untied output layer of large random weights: greedy answers vary token by token."""
-    torch.manual_seed(0)
-    head = torch.nn.Linear(model.decoder.config.hidden_size, model.decoder.config.vocab_size, bias=False)
-    torch.nn.init.normal_(head.weight, std=2.0)
-    model.decoder.config.tie_word_embeddings = False
-    model.decoder.set_output_embeddings(head)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from mmgpt.cli import main
 
     tmp = tmp_path_factory.mktemp("hf")
     torch.manual_seed(0)
-    model = random_head(MMGPT.from_config("tiny"))
+    model = MMGPT.from_config("tiny")
+    torch.manual_seed(0)
+    model = random_head(model)
     model.save_pretrained(tmp / "run" / "final")
     assert main(["export", str(tmp / "run" / "final"), str(tmp / "hf"), "--format", "hf"]) == 0
     return model, tmp / "hf", tmp
