@@ -80,6 +80,9 @@ class Plan:
     eval: EvalPlan = field(default_factory=EvalPlan)
     threads: int | None = None
     steps_per_stage: int | None = None  # replaces every stage's max_steps (a smoke run: steps_per_stage=2)
+    # max_steps of named stages (recipe name -> steps), after the stage's own overrides:
+    # `mmgpt quickstart max_steps.stage3_instruct=2000`; steps_per_stage still wins.
+    max_steps: dict[str, int] = field(default_factory=dict)
     # One seed for the generated data and every stage's initialisation and sample order (None:
     # data.seed and the recipes' own seeds, 0).
     seed: int | None = None
@@ -97,6 +100,9 @@ def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
         raise ConfigError(f"{path}: no stages")
     if plan.precision not in (None, "auto", "bf16", "fp32"):
         raise ConfigError(f"{path}: precision must be auto, bf16 or fp32, got {plan.precision!r}")
+    unknown = sorted(set(plan.max_steps) - {Path(st.recipe).stem for st in plan.stages})
+    if unknown:
+        raise ConfigError(f"{path}: max_steps names no stage of the plan: {', '.join(unknown)}")
     if plan.seed is not None:
         plan.data.seed = plan.seed
     return plan
@@ -144,7 +150,8 @@ def stage_overrides(plan: Plan, stage: StagePlan, generated: Path | None, previo
         common.append(f"threads={plan.threads}")
     common += [f"{k}={v}" for k, v in (("seed", plan.seed), ("precision", plan.precision)) if v is not None]
     start = [f"init_from={previous}"] if previous is not None else [f"model={plan.model}", "init_from=null"]
-    cap = [f"max_steps={plan.steps_per_stage}"] if plan.steps_per_stage else []
+    steps = plan.steps_per_stage or plan.max_steps.get(Path(stage.recipe).stem)
+    cap = [f"max_steps={steps}"] if steps else []
     return [*common, *start, *stage.overrides, *cap]
 
 

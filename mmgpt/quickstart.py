@@ -69,7 +69,9 @@ def add_cli(p: argparse.ArgumentParser) -> None:
     p.description = ("Train the default model on the built-in ShapesTones data and show what it learned: "
                      "data generation, every training stage, held-out evaluation, captions and a chat.\n"
                      f"The plan is the shipped `{PLAN}` plan ({resources.plan(PLAN)}); change it with key=value "
-                     "overrides, e.g. `mmgpt quickstart data.train=5000`, or give your own with --plan.")
+                     "overrides, e.g. `mmgpt quickstart data.train=5000` or `max_steps.stage3_instruct=1000`, "
+                     "or give your own with --plan. `--plan quickstart_full` is the same plan with 2000 "
+                     "instruction steps instead of 600 (runs/quickstart_full; figures in BENCHMARKS.md).")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the quickstart plan")
     p.add_argument("--plan", default=PLAN, help="plan YAML, or a shipped plan's name (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None,

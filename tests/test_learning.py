@@ -22,9 +22,8 @@ def test_a_shortened_quickstart_plan_reaches_its_floors(tmp_path):
     from mmgpt.pipeline import load_plan, run_pipeline
 
     plan = load_plan("quickstart", [f"out_dir={tmp_path / 'run'}", f"data.out={tmp_path / 'data'}", "data.train=3000",
-                                    "data.val=100", "data.test=300", "data.gen=0", "eval.limit=50", "threads=2"])
-    for stage in plan.stages:
-        stage.overrides.append(f"max_steps={STEPS[stage.recipe]}")
+                                    "data.val=100", "data.test=300", "data.gen=0", "eval.limit=50", "threads=2",
+                                    *(f"max_steps.{name}={n}" for name, n in STEPS.items())])
     summary = run_pipeline(plan, name="learning")
     figures = {key: summary["eval"][f"{key[0]}/{key[1]}"] for key in FLOORS}
     print(figures)

@@ -78,3 +78,23 @@ def test_quickstart_seed_flag_sets_the_plan_seed(monkeypatch):
     monkeypatch.setattr(qs, "quickstart", lambda plan: seen.setdefault("plan", plan))
     assert main(["quickstart", "--seed", "3", "data.train=10"]) == 0
     assert (seen["plan"].seed, seen["plan"].data.seed, seen["plan"].data.train) == (3, 3, 10)
+
+
+def test_the_full_quickstart_plan_is_the_quickstart_with_a_longer_stage_3():
+    from mmgpt.errors import ConfigError
+    from mmgpt.pipeline import stage_overrides
+
+    quick, full = load_plan("quickstart"), load_plan("quickstart_full")
+    assert (full.out_dir, full.data) == ("runs/quickstart_full", quick.data)  # shares the generated data
+    for q, f in zip(quick.stages, full.stages, strict=True):
+        a = stage_overrides(quick, q, Path("d"), Path("p"))
+        b = stage_overrides(full, f, Path("d"), Path("p"))
+        extra = ["max_steps=2000"] if q.recipe == "stage3_instruct" else []
+        assert b[1:] == a[1:] + extra and b[0] == "out_dir=runs/quickstart_full"
+    # max_steps.<recipe> on the command line; steps_per_stage (smoke runs) still wins; typos are refused
+    plan = load_plan("quickstart", ["max_steps.stage1_align=7", "steps_per_stage=2"])
+    assert stage_overrides(plan, plan.stages[2], Path("d"), Path("p"))[-1] == "max_steps=2"
+    plan.steps_per_stage = None
+    assert stage_overrides(plan, plan.stages[2], Path("d"), Path("p"))[-1] == "max_steps=7"
+    with pytest.raises(ConfigError, match="stage3_instrct"):
+        load_plan("quickstart", ["max_steps.stage3_instrct=5"])
