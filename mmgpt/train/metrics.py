@@ -7,11 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mmgpt.safe_io import atomic_write_text
+
 
 class MetricsLog:
     """Appends records to ``run_dir/metrics.jsonl`` (flushed each line, so a crash loses nothing).
 
-    A file already there is never truncated: it moves to ``metrics.jsonl.N`` (the next free N).
+    A file already there is never truncated: it is copied to ``metrics.jsonl.N`` (the next free N)
+    and then replaced atomically, so ``metrics.jsonl`` exists at every moment.
     On resume at step ``resume_at`` the new file starts with the old records up to that step
     (those after it will be produced again; a line cut by a kill is left in the moved file).
     """
@@ -29,16 +32,19 @@ class MetricsLog:
         while self.path.with_name(f"{self.path.name}.{n}").exists():
             n += 1
         moved = self.path.with_name(f"{self.path.name}.{n}")
-        self.path.replace(moved)
+        # Copied, then replaced: metrics.jsonl exists at every moment (a reader polling it, or a
+        # kill between the two writes, never finds it missing; at worst the history is kept twice).
+        old = self.path.read_text()
+        atomic_write_text(moved, old)
         keep = []
         if resume_at is not None:
-            for line in moved.read_text().splitlines():
+            for line in old.splitlines():
                 try:
                     if json.loads(line).get("step", 0) <= resume_at:
                         keep.append(line)
                 except (json.JSONDecodeError, AttributeError):
                     continue
-        self.path.write_text("".join(line + "\n" for line in keep))
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

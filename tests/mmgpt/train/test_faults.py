@@ -40,7 +40,12 @@ def weights(final: Path) -> dict[str, torch.Tensor]:
 
 
 def train_steps(run: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    """Steps logged so far; read while the trainer appends, so a line still being written is skipped."""
+    steps = []
+    for x in (run / "metrics.jsonl").read_text().splitlines():
+        if '"train"' in x and x.endswith("}"):
+            steps.append(json.loads(x)["step"])
+    return steps
 
 
 @pytest.fixture(scope="module")

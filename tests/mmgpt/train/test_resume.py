@@ -60,3 +60,26 @@ def test_sigkill_and_resume_is_bitwise_identical(st_data, base_ckpt, tmp_path, w
              if '"train"' in x]
     assert steps == list(range(1, STEPS + 1))
     assert len(list(ckpts.glob("step-*"))) <= 2  # keep_last
+
+
+def test_metrics_log_on_resume_keeps_history_and_the_file_never_goes_missing(tmp_path, monkeypatch):
+    import json as _json
+
+    import mmgpt.train.metrics as M
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [_json.dumps({"kind": "train", "step": s}) for s in (1, 2, 3)]
+    path.write_text("\n".join(lines) + "\n{\"cut by a ki")
+    seen = []
+    real = M.atomic_write_text
+
+    def spy(target, text):  # before each write, metrics.jsonl is there for a reader polling it
+        seen.append(path.is_file())
+        real(target, text)
+
+    monkeypatch.setattr(M, "atomic_write_text", spy)
+    log = M.MetricsLog(tmp_path, resume_at=2)
+    assert seen == [True, True] and path.is_file()
+    assert [r["step"] for r in log.records()] == [1, 2]
+    assert (tmp_path / "metrics.jsonl.1").read_text().startswith(lines[0])  # the whole old file, cut line too
+    assert (tmp_path / "metrics.jsonl.1").read_text().endswith("cut by a ki")
