@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import string
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,38 @@ def random_head(model):
     model.decoder.config.tie_word_embeddings = False
     model.decoder.set_output_embeddings(head)
     return model.eval()
+
+
+def readable_model(seed: int = 0):
+    """A random tiny model whose greedy answers are lowercase letters (never empty, never a stop token).
+
+    Its output layer, untied from the input embeddings, keeps only the letters' rows: inputs
+    are read as before, so different inputs still get different answers.
+    """
+    from mmgpt.model import MMGPT
+    from mmgpt.tokenizer import encode_text
+
+    torch.manual_seed(seed)
+    model = MMGPT.from_config("tiny").eval()
+    letters = [encode_text(model.tokenizer, c)[0] for c in string.ascii_lowercase]
+    embed = model.decoder.get_input_embeddings().weight  # (V, H)
+    head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[letters] = embed[letters]
+    model.decoder.config.tie_word_embeddings = False
+    model.decoder.set_output_embeddings(head)
+    return model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected(model, *, image=None, audio=None, text: str, history=(), tokens: int = 8) -> str:
+    """What ``model.chat`` answers (greedy) to one user turn of optional media and text."""
+    content = [{"type": k, k: v} for k, v in (("image", image), ("audio", audio)) if v is not None]
+    content.append({"type": "text", "text": text})
+    return model.chat([*history, {"role": "user", "content": content}], max_new_tokens=tokens).strip()

@@ -10,35 +10,16 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 
 from mmgpt import cli
 from mmgpt.chat import ANSWER_PREFIX, chat_loop
 from mmgpt.cli import common as cli_common
 from mmgpt.demo.session import ModelRunner, Settings
-from mmgpt.tokenizer import encode_text
-from tests.conftest import make_image, make_wave
+from tests.conftest import make_image, make_wave, readable_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "tiny"  # the shipped preset
 TOKENS = 8
-
-
-def readable_model(seed: int = 0):
-    """A random tiny model whose greedy answers are lowercase letters (as in test_demo.py)."""
-    from mmgpt.model import MMGPT
-
-    torch.manual_seed(seed)
-    model = MMGPT.from_config(TINY).eval()
-    letters = [encode_text(model.tokenizer, c)[0] for c in string.ascii_lowercase]
-    embed = model.decoder.get_input_embeddings().weight  # (V, H)
-    head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.weight[letters] = embed[letters]
-    model.decoder.config.tie_word_embeddings = False
-    model.decoder.set_output_embeddings(head)
-    return model
 
 
 @pytest.fixture(scope="module")

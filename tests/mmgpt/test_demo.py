@@ -1,30 +1,17 @@
 """The gradio demo, end to end: a tiny model served on a free loopback port, driven through
-``gradio_client`` (and, marked slow, through headless Chromium).
+``gradio_client`` (the headless-Chromium check is in ``test_demo_browser.py``).
 
 The tiny model is random, so its answers are junk; :func:`readable_model` keeps only the
 letters in its output embedding so that greedy answers are visible letters, and every test
 compares what the app shows with what ``model.chat`` gives for the same input.
-
-Browser check (needs Debian's ``chromium`` and ``chromium-driver``)::
-
-    .venv/bin/python -m pytest -q -m slow tests/mmgpt/test_demo.py
-    MMGPT_UPDATE_SCREENSHOT=1 .venv/bin/python -m pytest -q -m slow tests/mmgpt/test_demo.py   # also writes docs/demo.png
-    MMGPT_UPDATE_SCREENSHOT=1 MMGPT_DEMO_CHECKPOINT=runs/quickstart/final .venv/bin/python -m pytest -q -m slow \
-        tests/mmgpt/test_demo.py   # the same with a trained model instead of the tiny random one
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
-import shutil
-import socket
 import string
 import struct
-import subprocess
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,53 +21,17 @@ import gradio_client
 import httpx
 import pytest
 import soundfile as sf
-import torch
 
-from mmgpt.demo.app import EMPTY_ANSWER, build_app, launch
+from mmgpt.demo.app import build_app, launch
 from mmgpt.demo.examples import make_examples
 from mmgpt.demo.session import ModelRunner, Settings
 from mmgpt.errors import ConfigError, InvalidMediaError
-from mmgpt.tokenizer import encode_text
-from tests.conftest import make_image, make_wave
+from tests.conftest import expected, free_port, make_image, make_wave, readable_model
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = "tiny"  # the shipped preset
 MAX_PIXELS = 128 * 128
 MAX_SECONDS = 2.0
 TOKENS = 8
-
-
-def readable_model(seed: int = 0):
-    """A random tiny model whose greedy answers are lowercase letters (never empty, never a stop token).
-
-    Its output layer, untied from the input embeddings, keeps only the letters' rows: inputs
-    are read as before, so different inputs still get different answers.
-    """
-    from mmgpt.model import MMGPT
-
-    torch.manual_seed(seed)
-    model = MMGPT.from_config(TINY).eval()
-    letters = [encode_text(model.tokenizer, c)[0] for c in string.ascii_lowercase]
-    embed = model.decoder.get_input_embeddings().weight  # (V, H)
-    head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.weight[letters] = embed[letters]
-    model.decoder.config.tie_word_embeddings = False
-    model.decoder.set_output_embeddings(head)
-    return model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def expected(model, *, image=None, audio=None, text: str, history=(), tokens: int = TOKENS) -> str:
-    content = [{"type": k, k: v} for k, v in (("image", image), ("audio", audio)) if v is not None]
-    content.append({"type": "text", "text": text})
-    return model.chat([*history, {"role": "user", "content": content}], max_new_tokens=tokens).strip()
 
 
 @pytest.fixture(scope="module")
@@ -370,98 +321,3 @@ def test_recipe_script_starts_the_same_app(tmp_path, monkeypatch):
     app.close()
     monkeypatch.undo()
     assert recipe.main(["no/such/model"]) == 1
-
-
-# ----------------------------------------------------------------------------- browser (slow)
-
-
-class WebDriver:
-    """Just enough of the W3C WebDriver protocol, spoken to chromedriver over HTTP."""
-
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([shutil.which("chromedriver"), f"--port={port}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                httpx.get(f"{self.base}/status", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--hide-scrollbars"]
-        caps = {"browserName": "chrome", "goog:chromeOptions": {"binary": shutil.which("chromium"), "args": args}}
-        self.session = self.call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
-
-    def call(self, method: str, path: str, body: dict | None = None):
-        url = self.base + (path if path == "/session" else f"/session/{self.session}{path}")
-        r = httpx.request(method, url, json=body if method == "POST" else None, timeout=120)
-        value = r.json()["value"]
-        if r.status_code != 200:
-            raise RuntimeError(f"webdriver {path}: {value}")
-        return value
-
-    def find(self, css: str, timeout: float = 30):
-        end = time.time() + timeout
-        while True:
-            try:
-                return next(iter(self.call("POST", "/element", {"using": "css selector", "value": css}).values()))
-            except RuntimeError:
-                if time.time() > end:
-                    raise
-                time.sleep(0.2)
-
-    def script(self, js: str, *args):
-        return self.call("POST", "/execute/sync", {"script": js, "args": list(args)})
-
-    def close(self) -> None:
-        try:
-            self.call("DELETE", "")
-        finally:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.mark.slow
-def test_browser_upload_image_and_clip_and_screenshot(tmp_path):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
-    from mmgpt.cli.common import load_checkpoint
-    from mmgpt.datasets.shapestones import generate
-
-    checkpoint = os.environ.get("MMGPT_DEMO_CHECKPOINT")  # a trained model makes a better screenshot
-    model = load_checkpoint(checkpoint) if checkpoint else readable_model()
-    app = build_app(model, examples_dir=tmp_path / "examples")
-    url = launch(app, port=free_port(), block=False, quiet=True)
-    generate(tmp_path / "items", train=0, val=0, test=0, gen=8, seed=1, progress=False)
-    image, clip = (str(tmp_path / "items" / "media" / "gen" / f"000000.{ext}") for ext in ("png", "wav"))
-    question = "How many shapes and beeps are there?"
-    want = expected(model, image=image, audio=clip, text=question, tokens=64)
-    driver = WebDriver(free_port())
-    try:
-        driver.call("POST", "/url", {"url": url})
-        driver.call("POST", f"/element/{driver.find('#image input[type=file]')}/value", {"text": image})
-        driver.find("#image img")  # the preview shows once the upload is done
-        driver.call("POST", f"/element/{driver.find('#audio input[type=file]')}/value", {"text": clip})
-        driver.find("#audio audio")  # the player shows once the upload is done
-        driver.call("POST", f"/element/{driver.find('#question textarea')}/value", {"text": question})
-        driver.call("POST", f"/element/{driver.find('#send')}/click", {})
-        answer = want or EMPTY_ANSWER  # the tiny model always answers; a checkpoint might not
-        end, shown = time.time() + 60, ""
-        while not (question in shown and answer in shown) and time.time() < end:
-            time.sleep(0.3)
-            shown = driver.script("return document.querySelector('#chat').innerText")
-        png = base64.b64decode(driver.call("GET", "/screenshot"))
-        (tmp_path / "demo.png").write_bytes(png)  # before the checks: a failure leaves a picture to look at
-        assert question in shown and answer in shown and (want or checkpoint)
-        assert driver.script("return document.querySelectorAll('#chat img').length") >= 1  # the image, inline
-        players = "#chat audio, #chat .minimal-audio-player"
-        assert driver.script(f"return document.querySelectorAll('{players}').length") >= 1  # the clip, inline
-        assert png[:8] == b"\x89PNG\r\n\x1a\n"
-        if os.environ.get("MMGPT_UPDATE_SCREENSHOT") == "1":
-            (ROOT / "docs").mkdir(exist_ok=True)
-            shutil.copyfile(tmp_path / "demo.png", ROOT / "docs" / "demo.png")
-    finally:
-        driver.close()
-        app.close()
-    assert len(png) > 10_000

@@ -20,8 +20,7 @@ import soundfile as sf
 import uvicorn
 
 from mmgpt.serve import Limits, build_app
-from tests.conftest import make_image, make_wave
-from tests.mmgpt.test_demo import free_port, readable_model
+from tests.conftest import free_port, make_image, make_wave, readable_model
 
 KEY, TOKENS = "sk-mmgpt-test", 8
 
