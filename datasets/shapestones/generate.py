@@ -44,8 +44,14 @@ DEFAULT_MIX: dict[str, float] = {
     # solved items then a query, and the invented-names task only examples can solve
     "fewshot": 0.0,
     "new_words": 0.0,
+    # text documents that name sounds with invented words and use the names again: the copy that
+    # new_words needs, for the text stage (stage 0a); no other stage's recipe trains on them
+    "recall": 0.0,
 }
 SCENE_LINES = 8.0
+#: tasks whose counts and text come from a random stream of their own: a dataset without them is
+#: byte-identical to one made before they existed, and with them every other line is as it was
+OWN_STREAM_TASKS: tuple[str, ...] = ("recall",)
 
 
 def resolve_mix(mix: dict[str, float] | None, scene_lines: float = SCENE_LINES) -> dict[str, float]:
@@ -123,7 +129,7 @@ def generate_split(
     while len(lines) < n:
         index = len(history)
         ss = np.random.SeedSequence(seed, spawn_key=(split_index, 0, index))
-        world_rng, image_rng, audio_rng, text_rng = (np.random.default_rng(s) for s in ss.spawn(4))
+        world_rng, image_rng, audio_rng, text_rng, own_rng = (np.random.default_rng(s) for s in ss.spawn(5))
         scene = sample_scene(world_rng, held_out=held_out)
         stem = f"{index:06d}"
         render_image(scene["image"], image_rng, image_size, noise).save(media_dir / f"{stem}.png", format="PNG")
@@ -131,7 +137,11 @@ def generate_split(
                  SAMPLE_RATE, subtype="PCM_16", format="WAV")
         scene |= {"index": index, "split": split,
                   "image_path": f"media/{split}/{stem}.png", "audio_path": f"media/{split}/{stem}.wav"}
-        records = scene_records(scene, _scene_counts(per_scene, text_rng), text_rng, history)
+        shared = {t: x for t, x in per_scene.items() if t not in OWN_STREAM_TASKS}
+        records = scene_records(scene, _scene_counts(shared, text_rng), text_rng, history)
+        own = {t: x for t, x in per_scene.items() if t in OWN_STREAM_TASKS and x > 0}
+        if own:
+            records += scene_records(scene, _scene_counts(own, own_rng), own_rng, history)
         records = records[: n - len(lines)]
         lines += [_dumps(r) for r in records]
         tasks.update(r["meta"]["task"] for r in records)

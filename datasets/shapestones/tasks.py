@@ -29,7 +29,7 @@ from .world import AUDIO_ATTRIBUTES, CROSSMODAL_KINDS
 
 TASKS: tuple[str, ...] = (
     "image_caption", "audio_caption", "image_qa", "audio_qa", "crossmodal_qa", "chat", "document",
-    "fewshot", "new_words",
+    "fewshot", "new_words", "recall",
 )
 COMPARISON_PROB = 0.3  # chance that a document with a picture and a sound compares them
 #: the single-item tasks a ``fewshot`` chat strings together (what the eval's few-shot prompts hold)
@@ -39,6 +39,8 @@ MAX_SHOTS = 4
 NEW_WORD_ATTRIBUTES: tuple[str, ...] = ("pitch", "waveform", "duration", "loudness")
 NEW_WORD_QUESTIONS = ("In the new words, what is the {a} of this sound called?",
                       "Which new word names the {a} of this sound?", "Name the {a} of the sound with the new words.")
+#: sounds per ``recall`` document (fewest, most)
+RECALL_ITEMS = (6, 12)
 _CONSONANTS, _VOWELS = "bdgkmnptvz", "aeiou"
 
 
@@ -283,6 +285,30 @@ def new_words_record(scene: dict, rng: np.random.Generator, history: list[dict])
     return {"messages": messages, "meta": meta}
 
 
+def recall_record(scene: dict, rng: np.random.Generator, history: list[dict]) -> dict | None:
+    """A text document that teaches reading names off examples, for the text stage: the values of
+    one sound attribute get invented names (drawn afresh per document), then 6–12 sounds, each
+    described in words, are asked about and named (``The sound: two short quiet mid sawtooth beeps.
+    Which new word names the pitch of this sound? guzo The sound: ...``). From a value's second
+    sound on, its name can only be copied from earlier in the document, so a decoder learns the
+    in-context lookup that ``new_words`` needs, where text steps are cheap. The sounds are the
+    scene's clip and earlier clips of the split; None while the split has too few of them.
+    """
+    from .world import VOCAB
+
+    if len(history) < RECALL_ITEMS[0] - 1:
+        return None
+    attribute = _choice(rng, NEW_WORD_ATTRIBUTES)
+    names = dict(zip(VOCAB[attribute], new_words(rng, len(VOCAB[attribute]))))
+    n = int(rng.integers(RECALL_ITEMS[0], min(RECALL_ITEMS[1], len(history) + 1) + 1))
+    sounds = [history[int(i)] for i in rng.choice(len(history), size=n - 1, replace=False)] + [scene]
+    items = [f"The sound: {audio_caption(s['audio'])} {_choice(rng, NEW_WORD_QUESTIONS).format(a=attribute)} "
+             f"{names[s['audio'][attribute]]}" for s in sounds]
+    meta = {"task": "recall", "scene": scene["index"], "split": scene["split"], "named_attribute": attribute,
+            "words": names, "scenes": [s["index"] for s in sounds[:-1]]}
+    return {"document": [_text(" ".join(items))], "meta": meta}
+
+
 def scene_records(scene: dict, counts: dict[str, int], rng: np.random.Generator, history: list[dict]) -> list[dict]:
     """All records of one scene, ``counts[task]`` of each task, in :data:`TASKS` order.
 
@@ -321,6 +347,6 @@ def scene_records(scene: dict, counts: dict[str, int], rng: np.random.Generator,
         elif task == "document":
             records += [document_record(scene, rng, history) for _ in range(k)]
         else:
-            build = fewshot_record if task == "fewshot" else new_words_record
+            build = {"fewshot": fewshot_record, "new_words": new_words_record, "recall": recall_record}[task]
             records += [r for r in (build(scene, rng, history) for _ in range(k)) if r is not None]
     return records
