@@ -125,6 +125,8 @@ def generate_split(
     lines: list[str] = []
     tasks: Counter[str] = Counter()
     history: list[dict] = []
+    shared = {t: x for t, x in per_scene.items() if t not in OWN_STREAM_TASKS}
+    own = {t: x for t, x in per_scene.items() if t in OWN_STREAM_TASKS and x > 0}
     bar = tqdm(total=n, desc=f"shapestones {split}", unit="line", disable=not progress)
     while len(lines) < n:
         index = len(history)
@@ -137,9 +139,7 @@ def generate_split(
                  SAMPLE_RATE, subtype="PCM_16", format="WAV")
         scene |= {"index": index, "split": split,
                   "image_path": f"media/{split}/{stem}.png", "audio_path": f"media/{split}/{stem}.wav"}
-        shared = {t: x for t, x in per_scene.items() if t not in OWN_STREAM_TASKS}
         records = scene_records(scene, _scene_counts(shared, text_rng), text_rng, history)
-        own = {t: x for t, x in per_scene.items() if t in OWN_STREAM_TASKS and x > 0}
         if own:
             records += scene_records(scene, _scene_counts(own, own_rng), own_rng, history)
         records = records[: n - len(lines)]
